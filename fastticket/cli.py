@@ -1,0 +1,99 @@
+"""The `fastticket` command.
+
+    fastticket ticket   score every head and FFN, cut a ticket and print it (defaults: the embedded
+                        MiniLM + rotten_tomatoes, offline)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from .data import EMBEDDED_TASKS
+from .defaults import DEFAULT_TASK
+from .tickets import ESTIMATORS, KINDS
+
+
+def _ticket_parser(sub) -> None:
+    p = sub.add_parser("ticket", help="importance + select on a model and task; prints the ticket")
+    p.add_argument("--model", default=None, help="HF checkpoint dir or hub name (default: embedded all-MiniLM-L6-v2)")
+    p.add_argument("--task", default=DEFAULT_TASK, choices=sorted(EMBEDDED_TASKS))
+    p.add_argument("--estimator", default="paper", choices=ESTIMATORS)
+    p.add_argument("--sparsity", type=float, default=0.3, help="fraction of heads and FFNs pruned, in (0, 1)")
+    p.add_argument("--kind", default="winning", choices=KINDS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-examples", type=int, default=1024, help="training examples scored (0 = all)")
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="directory for importance.json and ticket.json")
+    p.set_defaults(run=_run_ticket)
+
+
+def _run_ticket(args) -> int:
+    import torch
+
+    from . import importance, load_model, load_task, select
+    from .defaults import default_model_path
+
+    torch.manual_seed(args.seed)
+    source = args.model or default_model_path()
+    model = load_model(source, num_labels=2, seed=args.seed).to(args.device)
+    task = load_task(args.task, tokenizer=source, max_length=args.max_length)
+    data = task.train
+    if args.max_examples < 0:
+        raise ValueError(f"--max-examples={args.max_examples}; allowed: 0 (all) or a positive count")
+    if args.max_examples:
+        data = data.shuffle(seed=args.seed).select(range(min(args.max_examples, len(data))))
+    start = time.perf_counter()
+    scores = importance(model, data, estimator=args.estimator, batch_size=args.batch_size, backend=args.backend)
+    seconds = time.perf_counter() - start
+    ticket = select(scores, args.sparsity, kind=args.kind, seed=args.seed)
+    print(f"\n{os.path.basename(os.path.normpath(source))} on {task.name}: {scores.num_examples} examples, "
+          f"estimator {scores.estimator}, {seconds:.1f} s")
+    print(format_scores(scores))
+    print(f"\n{args.kind} ticket at sparsity {args.sparsity}:")
+    print(format_ticket(ticket))
+    if args.out:
+        scores.save(os.path.join(args.out, "importance.json"))
+        ticket.save(os.path.join(args.out, "ticket.json"))
+        print(f"\nwrote {args.out}/importance.json and {args.out}/ticket.json")
+    return 0
+
+
+def format_scores(scores) -> str:
+    """Head scores normalized per layer (as selection ranks them) and raw FFN scores, one row a layer."""
+    heads = scores.heads / scores.heads.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    lines = ["layer  " + " ".join(f"h{h:<4d}" for h in range(heads.shape[1])) + "  ffn (raw)"]
+    for l in range(heads.shape[0]):
+        lines.append(f"{l:5d}  " + " ".join(f"{v:.3f}" for v in heads[l].tolist()) + f"  {scores.ffn[l].item():.3e}")
+    return "\n".join(lines)
+
+
+def format_ticket(ticket) -> str:
+    lines = ["layer  heads (# kept, . pruned)  ffn"]
+    for l in range(ticket.num_layers):
+        row = "".join("#" if k else "." for k in ticket.heads[l].tolist())
+        lines.append(f"{l:5d}  {row:<24s} {'kept' if ticket.ffn[l] else 'pruned'}")
+    lines.append(f"heads kept {int(ticket.heads.sum())}/{ticket.heads.numel()}, "
+                 f"FFNs kept {int(ticket.ffn.sum())}/{ticket.ffn.numel()}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fastticket", description="Super tickets in pre-trained encoders, fast.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _ticket_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ValueError as exc:
+        print(f"fastticket {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""The masked encoder and its Hugging Face converters."""
+
+from .config import FAMILIES, EncoderConfig
+from .encoder import EncoderOutput, TicketModel, task_loss
+from .loading import load_model
+
+__all__ = ["EncoderConfig", "EncoderOutput", "TicketModel", "load_model", "task_loss", "FAMILIES"]

@@ -1,0 +1,288 @@
+"""The lean masked encoder: BERT / RoBERTa / ELECTRA / DistilBERT with head and FFN masks.
+
+Masks follow ARCHITECTURE §1: ξ[l, h] scales head h's context before W_O (masked_attention), ν[l] scales
+the FFN output before the residual add and LayerNorm (masked_residual_layernorm). Both may be per model
+([L, H], [L]) or per example ([B, L, H], [B, L]). No Hugging Face modeling code runs here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops import masked_attention, masked_residual_layernorm
+from .config import EncoderConfig
+
+_ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+def activation(name: str):
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"activation {name!r} is not supported; allowed: {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
+
+
+@dataclass
+class EncoderOutput:
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+class LayerNorm(nn.Module):
+    """Weight and bias only, so the fused op can take them; F.layer_norm where nothing is masked."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.bias = nn.Parameter(torch.zeros(size))
+        self.eps = eps
+
+    def forward(self, x):
+        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+
+
+class Embeddings(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        width = config.embedding_size or config.hidden_size
+        self.family = config.family
+        self.pad_token_id = config.pad_token_id
+        self.word = nn.Embedding(config.vocab_size, width)
+        self.position = nn.Embedding(config.max_position_embeddings, width)
+        self.token_type = nn.Embedding(config.type_vocab_size, width) if config.type_vocab_size > 0 else None
+        self.norm = LayerNorm(width, config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.project = nn.Linear(width, config.hidden_size) if width != config.hidden_size else None
+
+    def positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.family == "roberta":  # RoBERTa counts positions from padding_idx + 1 over non-pad tokens
+            real = input_ids.ne(self.pad_token_id).long()
+            return torch.cumsum(real, dim=1) * real + self.pad_token_id
+        return torch.arange(input_ids.shape[1], device=input_ids.device)[None, :].expand_as(input_ids)
+
+    def forward(self, input_ids, token_type_ids=None):
+        h = self.word(input_ids) + self.position(self.positions(input_ids))
+        if self.token_type is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(input_ids)
+            h = h + self.token_type(token_type_ids)
+        h = self.dropout(self.norm(h))
+        return self.project(h) if self.project is not None else h
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden: int, num_heads: int, head_dim: int, attention_dropout: float, output_dropout: float, eps: float):
+        super().__init__()
+        self.num_heads, self.head_dim, self.dropout_p = num_heads, head_dim, attention_dropout
+        inner = num_heads * head_dim
+        self.q = nn.Linear(hidden, inner)
+        self.k = nn.Linear(hidden, inner)
+        self.v = nn.Linear(hidden, inner)
+        self.o = nn.Linear(inner, hidden)
+        self.dropout = nn.Dropout(output_dropout)
+        self.norm = LayerNorm(hidden, eps)
+
+    def _split(self, x):
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x, lengths, head_scale, abs_probe, backend):
+        q, k, v = self._split(self.q(x)), self._split(self.k(x)), self._split(self.v(x))
+        ctx = masked_attention(
+            q, k, v, head_scale, lengths, self.dropout_p if self.training else 0.0,
+            softmax_scale=1.0 / math.sqrt(self.head_dim), backend=backend, abs_probe=abs_probe,
+        )
+        ctx = ctx.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
+        return self.norm(self.dropout(self.o(ctx)) + x)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, hidden: int, intermediate: int, act: str, dropout: float, eps: float):
+        super().__init__()
+        self.up = nn.Linear(hidden, intermediate)
+        self.down = nn.Linear(intermediate, hidden)
+        self.act = activation(act)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = LayerNorm(hidden, eps)
+
+    def forward(self, x, ffn_scale, abs_probe, backend):
+        out = self.dropout(self.down(self.act(self.up(x))))
+        return masked_residual_layernorm(
+            out, x, ffn_scale, self.norm.weight, self.norm.bias, self.norm.eps, backend=backend, abs_probe=abs_probe
+        )
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        c = config
+        # dropout after W_O: BERT-style models use the hidden rate; DistilBERT has none there
+        output_dropout = 0.0 if c.family == "distilbert" else c.hidden_dropout
+        self.attention = Attention(c.hidden_size, c.num_heads, c.head_dim, c.attention_dropout, output_dropout, c.layer_norm_eps)
+        self.ffn = FeedForward(c.hidden_size, c.intermediate_size, c.hidden_act, c.hidden_dropout, c.layer_norm_eps)
+
+    def forward(self, x, lengths, head_scale, ffn_scale, head_probe, ffn_probe, backend):
+        x = self.attention(x, lengths, head_scale, head_probe, backend)
+        return self.ffn(x, ffn_scale, ffn_probe, backend)
+
+
+class ClassificationHead(nn.Module):
+    """One head for all families: [dropout] → dense → act → dropout → out on the first token.
+
+    BERT: pooler(tanh) then dropout; RoBERTa: dropout, dense, tanh; ELECTRA: the same with gelu;
+    DistilBERT: pre_classifier with ReLU.
+    """
+
+    _STYLE = {"bert": (False, "tanh"), "roberta": (True, "tanh"), "electra": (True, "gelu"), "distilbert": (False, "relu")}
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.pre_dropout, act = self._STYLE[config.family]
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = activation(act)
+        self.dropout = nn.Dropout(config.task_dropout)
+        self.out = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, hidden):
+        x = hidden[:, 0]
+        if self.pre_dropout:
+            x = self.dropout(x)
+        return self.out(self.dropout(self.act(self.dense(x))))
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy for classification, MSE for regression (one output), per example with reduction='none'."""
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype), reduction=reduction)
+    return F.cross_entropy(logits, labels.long(), reduction=reduction)
+
+
+class TicketModel(nn.Module):
+    """A masked encoder with a sequence classification / regression head."""
+
+    def __init__(self, config: EncoderConfig, backend: str = "auto"):
+        super().__init__()
+        self.config = config
+        self.backend = backend
+        self.name_or_path: str | None = None  # where the weights (and tokenizer) came from
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_layers))
+        self.head = ClassificationHead(config)
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    @property
+    def num_heads(self) -> int:
+        return self.config.num_heads
+
+    def reset_head(self, seed: int) -> None:
+        """Re-initializes the task head (normal(0, initializer_range), zero bias) from `seed` alone."""
+        gen = torch.Generator().manual_seed(seed)
+        for lin in (self.head.dense, self.head.out):
+            w = torch.empty(lin.weight.shape).normal_(0.0, self.config.initializer_range, generator=gen)
+            with torch.no_grad():
+                lin.weight.copy_(w)
+                lin.bias.zero_()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        ffn_mask: torch.Tensor | None = None,
+        *,
+        head_probe: torch.Tensor | None = None,
+        ffn_probe: torch.Tensor | None = None,
+        backend: str | None = None,
+    ) -> EncoderOutput:
+        """logits [B, num_labels] (and the mean loss when labels are given).
+
+        head_mask: [L, H] or [B, L, H]; ffn_mask: [L] or [B, L]; 1 keeps, 0 prunes, gradients flow to them.
+        head_probe [B, L, H] / ffn_probe [B, L]: optional tensors whose gradients receive Σ_t|r_t| per
+        example (the `official` estimator). backend: overrides self.backend for the fused ops.
+        """
+        backend = backend or self.backend
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [B, T]; got shape {tuple(input_ids.shape)}")
+        batch, seq = input_ids.shape
+        if seq > self.config.max_position_embeddings:
+            raise ValueError(f"sequence length {seq} exceeds max_position_embeddings={self.config.max_position_embeddings}")
+        dtype = self.embeddings.word.weight.dtype
+        head_mask = self._check_mask("head_mask", head_mask, (self.num_layers, self.num_heads), batch, dtype)
+        ffn_mask = self._check_mask("ffn_mask", ffn_mask, (self.num_layers,), batch, dtype)
+        self._check_probe("head_probe", head_probe, (batch, self.num_layers, self.num_heads))
+        self._check_probe("ffn_probe", ffn_probe, (batch, self.num_layers))
+        lengths = _right_padding_lengths(attention_mask, batch, seq)
+
+        h = self.embeddings(input_ids, token_type_ids)
+        for l, layer in enumerate(self.layers):
+            h = layer(
+                h, lengths,
+                _layer_slice(head_mask, l, model_dims=2),
+                _layer_slice(ffn_mask, l, model_dims=1),
+                None if head_probe is None else head_probe[:, l],
+                None if ffn_probe is None else ffn_probe[:, l],
+                backend,
+            )
+        logits = self.head(h)
+        loss = task_loss(logits, labels) if labels is not None else None
+        return EncoderOutput(logits=logits, loss=loss)
+
+    @staticmethod
+    def _check_mask(name, mask, shape, batch, dtype):
+        if mask is None:
+            return None
+        mask = torch.as_tensor(mask)
+        if tuple(mask.shape) not in (shape, (batch,) + shape):
+            per_example = "[B, L, H]" if len(shape) == 2 else "[B, L]"
+            per_model = "[L, H]" if len(shape) == 2 else "[L]"
+            raise ValueError(
+                f"{name} has shape {tuple(mask.shape)}; allowed: {per_model}={shape} or {per_example}={(batch,) + shape}"
+            )
+        return mask if mask.is_floating_point() else mask.to(dtype)
+
+    @staticmethod
+    def _check_probe(name, probe, shape):
+        if probe is not None and tuple(probe.shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(probe.shape)}; allowed: {shape}")
+
+
+def _layer_slice(mask, layer, model_dims):
+    """Layer `layer` of a per-model ([L, ...], `model_dims` dims) or per-example ([B, L, ...]) mask."""
+    if mask is None:
+        return None
+    return mask[layer] if mask.dim() == model_dims else mask[:, layer]
+
+
+def _right_padding_lengths(attention_mask, batch, seq):
+    """int [B] lengths from a 0/1 attention mask, or None when nothing is padded; only right padding."""
+    if attention_mask is None:
+        return None
+    if tuple(attention_mask.shape) != (batch, seq):
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; allowed: [B, T]={(batch, seq)}")
+    keep = attention_mask.bool()
+    lengths = keep.sum(1)
+    expected = torch.arange(seq, device=keep.device)[None, :] < lengths[:, None]
+    right_padded, padded, empty = torch.stack([(expected == keep).all(), (lengths < seq).any(), (lengths == 0).any()]).tolist()
+    if not right_padded:
+        raise ValueError("attention_mask must be right-padded (ones, then zeros, in each row); left or inner padding is not supported")
+    if empty:
+        raise ValueError("attention_mask has a row with no tokens; every example needs length >= 1")
+    return lengths if padded else None

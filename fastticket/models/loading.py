@@ -1,0 +1,121 @@
+"""ft.load_model: our encoder from an HF checkpoint directory, a hub name, or an HF model object."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import torch
+
+from .config import MODEL_TYPES, EncoderConfig
+from .convert import encoder_pairs, find_base_prefix, head_pairs, normalize_hf_state_dict
+from .encoder import TicketModel
+
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def load_model(src, num_labels: int | None = None, *, seed: int = 0, backend: str = "auto") -> TicketModel:
+    """A TicketModel holding a copy of every weight of `src` (the classification head too, when it has one).
+
+    src: a checkpoint directory, a hub name (resolved through the local Hugging Face cache, or downloaded
+    when online), or a transformers model object. num_labels: None keeps the checkpoint's; when the
+    checkpoint has no head of that size, a fresh one is initialized from `seed`.
+    """
+    if isinstance(src, torch.nn.Module):
+        if not hasattr(src, "config") or not hasattr(src.config, "model_type"):
+            raise ValueError(f"model object of type {type(src).__name__} is not a transformers model (no .config.model_type)")
+        hf_config, state, name = src.config.to_dict(), src.state_dict(), getattr(src.config, "_name_or_path", None)
+    elif isinstance(src, (str, os.PathLike)):
+        path = _resolve_dir(str(src))
+        hf_config, state, name = _read_config(path), _read_weights(path), str(src)
+    else:
+        raise ValueError(f"src of type {type(src).__name__} is not supported; allowed: a checkpoint directory, a hub name, or a transformers model")
+
+    config = EncoderConfig.from_hf(hf_config, num_labels)
+    model = TicketModel(config, backend=backend)
+    _copy_weights(model, normalize_hf_state_dict(state), seed)
+    model.name_or_path = name
+    return model.eval()
+
+
+def _resolve_dir(src: str) -> str:
+    if os.path.isdir(src):
+        return src
+    if os.path.exists(src) or src.startswith((".", "/", "~")) or src.count("/") > 1:
+        raise ValueError(f"checkpoint {src!r} is not a directory; allowed: an HF checkpoint directory or a hub name")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(src, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt", "*.model"])
+    except Exception as exc:  # offline, unknown repo, gated, ...: one message
+        raise ValueError(
+            f"checkpoint {src!r} is neither a local directory nor a hub model that can be fetched ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _read_config(path: str) -> dict:
+    file = os.path.join(path, "config.json")
+    if not os.path.isfile(file):
+        raise ValueError(f"checkpoint {path!r} has no config.json")
+    with open(file) as f:
+        raw = json.load(f)
+    if raw.get("model_type") not in MODEL_TYPES:
+        raise ValueError(f"checkpoint {path!r} has model_type {raw.get('model_type')!r}; allowed: {sorted(MODEL_TYPES)}")
+    from transformers import AutoConfig  # fills the family's defaults the file leaves out
+
+    return AutoConfig.from_pretrained(path).to_dict()
+
+
+def _read_weights(path: str) -> dict:
+    for name in _WEIGHT_FILES:
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            continue
+        if name.endswith(".index.json"):
+            with open(file) as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+            state = {}
+            for shard in shards:
+                state.update(_read_file(os.path.join(path, shard)))
+            return state
+        return _read_file(file)
+    raise ValueError(f"checkpoint {path!r} has no weights; looked for {_WEIGHT_FILES}")
+
+
+def _read_file(file: str) -> dict:
+    if file.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(file)
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def _copy_weights(model: TicketModel, state: dict, seed: int) -> None:
+    prefix = find_base_prefix(state)
+    ours = model.state_dict()
+    missing = [hf for _, hf in encoder_pairs(model.config) if prefix + hf not in state]
+    if missing:
+        raise ValueError(f"checkpoint is missing encoder weights, e.g. {missing[:3]} ({len(missing)} in all)")
+    with torch.no_grad():
+        for name, hf in encoder_pairs(model.config):
+            _copy(ours[name], state[prefix + hf], hf)
+        head = head_pairs(model.config, prefix)
+        have_head = all(hf in state and state[hf].shape == ours[name].shape for name, hf in head)
+        if have_head:
+            for name, hf in head:
+                _copy(ours[name], state[hf], hf)
+        else:
+            model.reset_head(seed)
+            pooler = head[:2]  # BERT keeps its pre-trained pooler when only the classifier is new
+            if model.config.family == "bert" and all(hf in state and state[hf].shape == ours[n].shape for n, hf in pooler):
+                for name, hf in pooler:
+                    _copy(ours[name], state[hf], hf)
+            warnings.warn(f"checkpoint has no {model.config.family} classifier with {model.config.num_labels} labels: "
+                          f"initialized a new task head from seed {seed}", stacklevel=3)
+
+
+def _copy(dst: torch.Tensor, src: torch.Tensor, name: str) -> None:
+    if dst.shape != src.shape:
+        raise ValueError(f"checkpoint weight {name} has shape {tuple(src.shape)}; the config implies {tuple(dst.shape)}")
+    dst.copy_(src.to(dst.dtype))

@@ -1,0 +1,59 @@
+"""Backend registry for the fused ops.
+
+Each op (masked_attention, masked_residual_layernorm) has implementations registered by backend name.
+backend="auto" takes the first registered backend, in AUTO_ORDER, that supports the given tensors; an
+explicit name must be registered and support them, or one ValueError says what is available.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+BACKENDS = ("triton", "cuda", "cpp", "torch")
+AUTO_ORDER = BACKENDS  # fastest first; torch always supports everything
+
+
+@dataclass(frozen=True)
+class _Impl:
+    fn: Callable
+    supports: Callable[..., bool]
+
+
+_registry: dict[str, dict[str, _Impl]] = {}
+
+
+def _always(*tensors, **kwargs) -> bool:
+    return True
+
+
+def register(op: str, backend: str, fn: Callable, supports: Callable[..., bool] = _always) -> None:
+    """Registers `fn` as `op`'s implementation on `backend`; `supports(*tensors)` says where it runs."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")
+    _registry.setdefault(op, {})[backend] = _Impl(fn, supports)
+
+
+def available(op: str) -> tuple[str, ...]:
+    """Backends registered for `op`, in auto order."""
+    return tuple(b for b in AUTO_ORDER if b in _registry.get(op, {}))
+
+
+def resolve(op: str, backend: str, *tensors) -> Callable:
+    """The implementation of `op` that `backend` names for these tensors."""
+    impls = _registry.get(op, {})
+    if backend == "auto":
+        for name in AUTO_ORDER:
+            impl = impls.get(name)
+            if impl is not None and impl.supports(*tensors):
+                return impl.fn
+        raise ValueError(f"no backend of {op} supports these inputs; registered: {available(op)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} is unknown; allowed: 'auto' or one of {BACKENDS}")
+    impl = impls.get(backend)
+    if impl is None:
+        raise ValueError(f"backend {backend!r} is not available for {op} here; available: {available(op)}")
+    if not impl.supports(*tensors):
+        devices = sorted({str(t.device) for t in tensors if t is not None})
+        raise ValueError(f"backend {backend!r} of {op} does not run on {devices}; available: {available(op)}")
+    return impl.fn

@@ -1,0 +1,54 @@
+"""masked_residual_layernorm: LayerNorm(scale·x + residual), the FFN mask ν applied before the residual.
+
+The gradient of `scale` is the FFN-mask gradient ∂L/∂ν = Σ_t ⟨∂L/∂z_t, x_t⟩ (z the LayerNorm input), per
+example when scale is [B].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import dispatch
+from .mask_scale import apply_scale
+
+OP = "masked_residual_layernorm"
+
+
+def masked_residual_layernorm(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    scale: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float = 1e-12,
+    backend: str = "auto",
+    abs_probe: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x, residual: [B, T, C]; scale: scalar tensor (per model), [B] (per example) or None; weight, bias: [C].
+
+    abs_probe: optional [B] tensor whose gradient receives Σ_t |⟨∂L/∂z_t, x_t⟩| (the `official` importance).
+    """
+    _check(x, residual, scale, weight, bias, abs_probe)
+    impl = dispatch.resolve(OP, backend, x, residual)
+    return impl(x, residual, scale, weight, bias, eps, abs_probe)
+
+
+def _check(x, residual, scale, weight, bias, abs_probe) -> None:
+    if x.dim() != 3 or residual.shape != x.shape:
+        raise ValueError(f"x and residual must share one shape [B, T, C]; got {tuple(x.shape)} and {tuple(residual.shape)}")
+    batch, _, channels = x.shape
+    if scale is not None and tuple(scale.shape) not in ((), (batch,)):
+        raise ValueError(f"scale has shape {tuple(scale.shape)}; allowed: a scalar tensor () or [B]=({batch},)")
+    if tuple(weight.shape) != (channels,) or tuple(bias.shape) != (channels,):
+        raise ValueError(f"weight and bias must have shape [C]=({channels},); got {tuple(weight.shape)}, {tuple(bias.shape)}")
+    if abs_probe is not None and tuple(abs_probe.shape) != (batch,):
+        raise ValueError(f"abs_probe has shape {tuple(abs_probe.shape)}; allowed: [B]=({batch},)")
+
+
+def _torch_backend(x, residual, scale, weight, bias, eps, abs_probe):
+    z = apply_scale(x, scale, abs_probe) + residual
+    return F.layer_norm(z, (x.shape[-1],), weight, bias, eps)
+
+
+dispatch.register(OP, "torch", _torch_backend)
