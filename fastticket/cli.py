@@ -38,21 +38,24 @@ def _run_ticket(args) -> int:
 
     from . import importance, load_model, load_task, select
     from .defaults import default_model_path
+    from .tickets.select import check_level
 
+    check_level(args.sparsity, args.kind)
+    if args.max_examples < 0:
+        raise ValueError(f"--max-examples={args.max_examples}; allowed: 0 (all) or a positive count")
     torch.manual_seed(args.seed)
     source = args.model or default_model_path()
     model = load_model(source, num_labels=2, seed=args.seed).to(args.device)
     task = load_task(args.task, tokenizer=source, max_length=args.max_length)
     data = task.train
-    if args.max_examples < 0:
-        raise ValueError(f"--max-examples={args.max_examples}; allowed: 0 (all) or a positive count")
     if args.max_examples:
         data = data.shuffle(seed=args.seed).select(range(min(args.max_examples, len(data))))
     start = time.perf_counter()
     scores = importance(model, data, estimator=args.estimator, batch_size=args.batch_size, backend=args.backend)
     seconds = time.perf_counter() - start
     ticket = select(scores, args.sparsity, kind=args.kind, seed=args.seed)
-    print(f"\n{os.path.basename(os.path.normpath(source))} on {task.name}: {scores.num_examples} examples, "
+    name = args.model or "all-MiniLM-L6-v2 (embedded)"
+    print(f"\n{name} on {task.name}: {scores.num_examples} examples, "
           f"estimator {scores.estimator}, {seconds:.1f} s")
     print(format_scores(scores))
     print(f"\n{args.kind} ticket at sparsity {args.sparsity}:")

@@ -22,10 +22,7 @@ def select(scores: Importance, sparsity: float, kind: str = "winning", seed: int
            min_heads_per_layer: int = 1) -> Ticket:
     if not isinstance(scores, Importance):
         raise ValueError(f"scores must be an ft.Importance; got {type(scores).__name__}")
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 < sparsity < 1.0:
-        raise ValueError(f"sparsity={sparsity!r} is outside the allowed range (0, 1) (the fraction pruned)")
-    if kind not in KINDS:
-        raise ValueError(f"kind {kind!r} is unknown; allowed: {KINDS}")
+    check_level(sparsity, kind)
     layers, heads = scores.heads.shape
     if not isinstance(min_heads_per_layer, int) or not 0 <= min_heads_per_layer <= heads:
         raise ValueError(f"min_heads_per_layer={min_heads_per_layer!r}; allowed: an integer in [0, {heads}]")
@@ -59,6 +56,14 @@ def select(scores: Importance, sparsity: float, kind: str = "winning", seed: int
     meta = {"sparsity": float(sparsity), "kind": kind, "seed": int(seed), "estimator": scores.estimator,
             "normalize": bool(normalize), "min_heads_per_layer": int(min_heads_per_layer)}
     return Ticket(kept, ffn_kept, meta)
+
+
+def check_level(sparsity, kind: str = "winning") -> None:
+    """One ValueError for a sparsity outside (0, 1) or an unknown kind (callers check before long work)."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 < sparsity < 1.0:
+        raise ValueError(f"sparsity={sparsity!r} is outside the allowed range (0, 1) (the fraction pruned)")
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r} is unknown; allowed: {KINDS}")
 
 
 def _round_half_up(x: float) -> int:
