@@ -1,11 +1,16 @@
 import os
 
-import pytest
+import torch
 
-from tests.helpers import tiny_model, tokenized_dataset
-
+# Without a GPU the Triton kernels run under the interpreter; it must be set before triton is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from tests.helpers import tiny_model, tokenized_dataset  # noqa: E402
 
 
 @pytest.fixture

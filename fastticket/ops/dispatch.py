@@ -1,8 +1,10 @@
 """Backend registry for the fused ops.
 
 Each op (masked_attention, masked_residual_layernorm) has implementations registered by backend name.
-backend="auto" takes the first registered backend, in AUTO_ORDER, that supports the given tensors; an
-explicit name must be registered and support them, or one ValueError says what is available.
+backend="auto" takes the first registered backend, in AUTO_ORDER, that `prefers` the given tensors; an
+explicit name must be registered and `support` them, or one ValueError says what is available. The two
+differ where a backend can run but should not be picked by itself: Triton kernels run on CPU tensors
+under TRITON_INTERPRET=1 (for tests), far too slowly for "auto".
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ AUTO_ORDER = BACKENDS  # fastest first; torch always supports everything
 class _Impl:
     fn: Callable
     supports: Callable[..., bool]
+    prefers: Callable[..., bool]
 
 
 _registry: dict[str, dict[str, _Impl]] = {}
@@ -27,11 +30,13 @@ def _always(*tensors, **kwargs) -> bool:
     return True
 
 
-def register(op: str, backend: str, fn: Callable, supports: Callable[..., bool] = _always) -> None:
-    """Registers `fn` as `op`'s implementation on `backend`; `supports(*tensors)` says where it runs."""
+def register(op: str, backend: str, fn: Callable, supports: Callable[..., bool] = _always,
+             prefers: Callable[..., bool] | None = None) -> None:
+    """Registers `fn` as `op`'s implementation on `backend`: `supports(*tensors)` says where it can run,
+    `prefers(*tensors)` (default: supports) where "auto" picks it."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")
-    _registry.setdefault(op, {})[backend] = _Impl(fn, supports)
+    _registry.setdefault(op, {})[backend] = _Impl(fn, supports, prefers or supports)
 
 
 def available(op: str) -> tuple[str, ...]:
@@ -45,7 +50,7 @@ def resolve(op: str, backend: str, *tensors) -> Callable:
     if backend == "auto":
         for name in AUTO_ORDER:
             impl = impls.get(name)
-            if impl is not None and impl.supports(*tensors):
+            if impl is not None and impl.prefers(*tensors):
                 return impl.fn
         raise ValueError(f"no backend of {op} supports these inputs; registered: {available(op)}")
     if backend not in BACKENDS:
