@@ -52,6 +52,13 @@ class EncoderConfig:
         return self.hidden_size // self.num_heads
 
     @property
+    def max_length(self) -> int:
+        """The longest input the position table allows; RoBERTa's positions start after padding_idx."""
+        if self.family == "roberta":
+            return self.max_position_embeddings - self.pad_token_id - 1
+        return self.max_position_embeddings
+
+    @property
     def is_regression(self) -> bool:
         return self.num_labels == 1
 
@@ -70,6 +77,9 @@ class EncoderConfig:
         if model_type not in MODEL_TYPES:
             raise ValueError(f"model_type {model_type!r} is not supported; allowed: {sorted(MODEL_TYPES)}")
         family = MODEL_TYPES[model_type]
+        positions = c.get("position_embedding_type") or "absolute"  # transformers 4.x; 5.x has absolute only
+        if positions != "absolute":
+            raise ValueError(f"position_embedding_type {positions!r} is not supported; allowed: 'absolute'")
         labels = num_labels if num_labels is not None else _hf_num_labels(c)
         if family == "distilbert":
             return cls(

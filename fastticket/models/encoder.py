@@ -222,11 +222,11 @@ class TicketModel(nn.Module):
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [B, T]; got shape {tuple(input_ids.shape)}")
         batch, seq = input_ids.shape
-        if seq > self.config.max_position_embeddings:
-            raise ValueError(f"sequence length {seq} exceeds max_position_embeddings={self.config.max_position_embeddings}")
-        dtype = self.embeddings.word.weight.dtype
-        head_mask = self._check_mask("head_mask", head_mask, (self.num_layers, self.num_heads), batch, dtype)
-        ffn_mask = self._check_mask("ffn_mask", ffn_mask, (self.num_layers,), batch, dtype)
+        if seq > self.config.max_length:
+            raise ValueError(f"sequence length {seq} exceeds the model's maximum of {self.config.max_length} tokens")
+        weight = self.embeddings.word.weight
+        head_mask = self._check_mask("head_mask", head_mask, (self.num_layers, self.num_heads), batch, weight)
+        ffn_mask = self._check_mask("ffn_mask", ffn_mask, (self.num_layers,), batch, weight)
         self._check_probe("head_probe", head_probe, (batch, self.num_layers, self.num_heads))
         self._check_probe("ffn_probe", ffn_probe, (batch, self.num_layers))
         lengths = _right_padding_lengths(attention_mask, batch, seq)
@@ -246,17 +246,18 @@ class TicketModel(nn.Module):
         return EncoderOutput(logits=logits, loss=loss)
 
     @staticmethod
-    def _check_mask(name, mask, shape, batch, dtype):
+    def _check_mask(name, mask, shape, batch, like):
+        """The mask on the model's device; integer and bool masks in the model's dtype (float ones keep theirs)."""
         if mask is None:
             return None
-        mask = torch.as_tensor(mask)
+        mask = torch.as_tensor(mask, device=like.device)
         if tuple(mask.shape) not in (shape, (batch,) + shape):
             per_example = "[B, L, H]" if len(shape) == 2 else "[B, L]"
             per_model = "[L, H]" if len(shape) == 2 else "[L]"
             raise ValueError(
                 f"{name} has shape {tuple(mask.shape)}; allowed: {per_model}={shape} or {per_example}={(batch,) + shape}"
             )
-        return mask if mask.is_floating_point() else mask.to(dtype)
+        return mask if mask.is_floating_point() else mask.to(like.dtype)
 
     @staticmethod
     def _check_probe(name, probe, shape):

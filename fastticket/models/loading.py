@@ -25,7 +25,7 @@ def load_model(src, num_labels: int | None = None, *, seed: int = 0, backend: st
     if isinstance(src, torch.nn.Module):
         if not hasattr(src, "config") or not hasattr(src.config, "model_type"):
             raise ValueError(f"model object of type {type(src).__name__} is not a transformers model (no .config.model_type)")
-        hf_config, state, name = src.config.to_dict(), src.state_dict(), getattr(src.config, "_name_or_path", None)
+        hf_config, state, name = src.config.to_dict(), src.state_dict(), getattr(src.config, "_name_or_path", None) or None
     elif isinstance(src, (str, os.PathLike)):
         path = _resolve_dir(str(src))
         hf_config, state, name = _read_config(path), _read_weights(path), str(src)
@@ -40,6 +40,7 @@ def load_model(src, num_labels: int | None = None, *, seed: int = 0, backend: st
 
 
 def _resolve_dir(src: str) -> str:
+    src = os.path.expanduser(src)
     if os.path.isdir(src):
         return src
     if os.path.exists(src) or src.startswith((".", "/", "~")) or src.count("/") > 1:
@@ -108,11 +109,13 @@ def _copy_weights(model: TicketModel, state: dict, seed: int) -> None:
         else:
             model.reset_head(seed)
             pooler = head[:2]  # BERT keeps its pre-trained pooler when only the classifier is new
-            if model.config.family == "bert" and all(hf in state and state[hf].shape == ours[n].shape for n, hf in pooler):
+            kept = model.config.family == "bert" and all(hf in state and state[hf].shape == ours[n].shape for n, hf in pooler)
+            if kept:
                 for name, hf in pooler:
                     _copy(ours[name], state[hf], hf)
             warnings.warn(f"checkpoint has no {model.config.family} classifier with {model.config.num_labels} labels: "
-                          f"initialized a new task head from seed {seed}", stacklevel=3)
+                          f"initialized a new task head from seed {seed}" + (" (kept the pre-trained pooler)" if kept else ""),
+                          stacklevel=3)
 
 
 def _copy(dst: torch.Tensor, src: torch.Tensor, name: str) -> None:
