@@ -43,7 +43,7 @@ def _check(q, k, v, head_scale, lengths, dropout_p, abs_probe) -> None:
     batch, heads = q.shape[:2]
     if head_scale is not None and tuple(head_scale.shape) not in ((heads,), (batch, heads)):
         raise ValueError(f"head_scale has shape {tuple(head_scale.shape)}; allowed: [H]=({heads},) or [B, H]=({batch}, {heads})")
-    if lengths is not None and (tuple(lengths.shape) != (batch,) or lengths.is_floating_point()):
+    if lengths is not None and (tuple(lengths.shape) != (batch,) or lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool):
         raise ValueError(f"lengths must be an integer tensor of shape [B]=({batch},); got {lengths.dtype} {tuple(lengths.shape)}")
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p={dropout_p} is outside the allowed range [0, 1)")

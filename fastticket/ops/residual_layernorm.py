@@ -48,6 +48,10 @@ def _check(x, residual, scale, weight, bias, abs_probe) -> None:
 
 def _torch_backend(x, residual, scale, weight, bias, eps, abs_probe):
     z = apply_scale(x, scale, abs_probe) + residual
+    if z.device.type == "cpu" and z.dtype in (torch.float16, torch.bfloat16):
+        # CPU layer_norm's backward sums dweight/dbias over B·T in half precision (errors of several % at
+        # B·T ~ 1000); compute in fp32 and round once, as the GPU kernels effectively do.
+        return F.layer_norm(z.float(), (x.shape[-1],), weight.float(), bias.float(), eps).to(z.dtype)
     return F.layer_norm(z, (x.shape[-1],), weight, bias, eps)
 
 
