@@ -2,6 +2,8 @@
 
 from .config import FAMILIES, EncoderConfig
 from .encoder import EncoderOutput, TicketModel, task_loss
+from .exporting import FORMATS, export, load_pruned
 from .loading import load_model
 
-__all__ = ["EncoderConfig", "EncoderOutput", "TicketModel", "load_model", "task_loss", "FAMILIES"]
+__all__ = ["EncoderConfig", "EncoderOutput", "TicketModel", "load_model", "task_loss", "FAMILIES", "export",
+           "load_pruned", "FORMATS"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 FAMILIES = ("bert", "roberta", "electra", "distilbert")
 # Hugging Face model_type -> our family (MiniLM checkpoints are BERT; XLM-R and CamemBERT are RoBERTa)
@@ -38,6 +38,10 @@ class EncoderConfig:
     sinusoidal_positions: bool = False  # DistilBERT option; the table is stored in the weights either way
     hf_model_type: str = "bert"
     hf_config: dict = field(default_factory=dict, repr=False)  # the source config, for export
+    # A physically compact model (ft.rewind): per layer, the ORIGINAL indices of the heads it keeps, and
+    # whether it keeps its FFN. None = everything kept. num_heads / intermediate_size stay the originals.
+    kept_heads: list[list[int]] | None = None
+    kept_ffn: list[bool] | None = None
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -46,10 +50,43 @@ class EncoderConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.num_labels < 1:
             raise ValueError(f"num_labels={self.num_labels}; allowed: 1 (regression) or >= 2 (classification)")
+        if self.kept_heads is not None:
+            kept = self.kept_heads
+            if not isinstance(kept, (list, tuple)) or len(kept) != self.num_layers:
+                raise ValueError(f"kept_heads must be a list of {self.num_layers} lists (one per layer); got {kept!r}")
+            rows = []
+            for l, row in enumerate(kept):
+                row = [int(h) for h in row]
+                if any(not 0 <= h < self.num_heads for h in row) or row != sorted(set(row)):
+                    raise ValueError(f"kept_heads[{l}]={row} must hold increasing, distinct head indices in [0, {self.num_heads})")
+                rows.append(row)
+            self.kept_heads = rows
+        if self.kept_ffn is not None:
+            if not isinstance(self.kept_ffn, (list, tuple)) or len(self.kept_ffn) != self.num_layers:
+                raise ValueError(f"kept_ffn must be a list of {self.num_layers} booleans (one per layer); got {self.kept_ffn!r}")
+            if not all(v in (0, 1) for v in self.kept_ffn):
+                raise ValueError(f"kept_ffn may hold only booleans; got {self.kept_ffn!r}")
+            self.kept_ffn = [bool(v) for v in self.kept_ffn]
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def is_compact(self) -> bool:
+        """True for a physically pruned model (some head or FFN not present at all)."""
+        return self.kept_heads is not None or self.kept_ffn is not None
+
+    def layer_heads(self, layer: int) -> list[int]:
+        """The original indices of the heads layer `layer` holds."""
+        return list(range(self.num_heads)) if self.kept_heads is None else list(self.kept_heads[layer])
+
+    def layer_has_ffn(self, layer: int) -> bool:
+        return True if self.kept_ffn is None else self.kept_ffn[layer]
+
+    def full(self) -> "EncoderConfig":
+        """The same model with every head and FFN present (the layout masks and tickets refer to)."""
+        return replace(self, kept_heads=None, kept_ffn=None)
 
     @property
     def max_length(self) -> int:

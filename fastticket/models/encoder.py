@@ -83,15 +83,38 @@ class Embeddings(nn.Module):
         return self.project(h) if self.project is not None else h
 
 
-class Attention(nn.Module):
-    def __init__(self, hidden: int, num_heads: int, head_dim: int, attention_dropout: float, output_dropout: float, eps: float):
+class OutputBias(nn.Module):
+    """W_O of a layer that keeps no head: only its bias is left (state-dict name `attention.o.bias`)."""
+
+    def __init__(self, hidden: int):
         super().__init__()
-        self.num_heads, self.head_dim, self.dropout_p = num_heads, head_dim, attention_dropout
-        inner = num_heads * head_dim
-        self.q = nn.Linear(hidden, inner)
-        self.k = nn.Linear(hidden, inner)
-        self.v = nn.Linear(hidden, inner)
-        self.o = nn.Linear(inner, hidden)
+        self.bias = nn.Parameter(torch.zeros(hidden))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the heads this layer holds (all num_heads, or the original indices `kept`).
+
+    A compact layer (ft.rewind) has Q/K/V rows and W_O columns for its kept heads only; with no head left it
+    has no Q/K/V/W_O weight at all and computes LayerNorm(b_O + x). Head masks and probes always come in the
+    original layout ([H] or [B, H]); the kept heads' entries are used, the others multiply nothing.
+    """
+
+    def __init__(self, hidden: int, num_heads: int, head_dim: int, attention_dropout: float, output_dropout: float,
+                 eps: float, kept: list[int] | None = None):
+        super().__init__()
+        kept = list(range(num_heads)) if kept is None else list(kept)
+        self.num_heads, self.head_dim, self.dropout_p = len(kept), head_dim, attention_dropout
+        self.kept = None if len(kept) == num_heads else kept  # None: mask columns are used as they are
+        self._kept_index: torch.Tensor | None = None
+        inner = self.num_heads * head_dim
+        if self.num_heads:
+            self.q = nn.Linear(hidden, inner)
+            self.k = nn.Linear(hidden, inner)
+            self.v = nn.Linear(hidden, inner)
+            self.o = nn.Linear(inner, hidden)
+        else:
+            self.q = self.k = self.v = None
+            self.o = OutputBias(hidden)
         self.dropout = nn.Dropout(output_dropout)
         self.norm = LayerNorm(hidden, eps)
 
@@ -99,26 +122,42 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
 
+    def _select(self, scale):
+        """The kept heads' columns of an [H] / [B, H] mask or probe in the original layout."""
+        if scale is None or self.kept is None:
+            return scale
+        if self._kept_index is None or self._kept_index.device != scale.device:
+            self._kept_index = torch.tensor(self.kept, dtype=torch.long, device=scale.device)
+        return scale.index_select(-1, self._kept_index)
+
     def forward(self, x, lengths, head_scale, abs_probe, backend):
+        if not self.num_heads:  # every head pruned: the context is zero, W_O's bias is what is left
+            return self.norm(self.dropout(self.o.bias.expand_as(x)) + x)
         q, k, v = self._split(self.q(x)), self._split(self.k(x)), self._split(self.v(x))
         ctx = masked_attention(
-            q, k, v, head_scale, lengths, self.dropout_p if self.training else 0.0,
-            softmax_scale=1.0 / math.sqrt(self.head_dim), backend=backend, abs_probe=abs_probe,
+            q, k, v, self._select(head_scale), lengths, self.dropout_p if self.training else 0.0,
+            softmax_scale=1.0 / math.sqrt(self.head_dim), backend=backend, abs_probe=self._select(abs_probe),
         )
         ctx = ctx.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
         return self.norm(self.dropout(self.o(ctx)) + x)
 
 
 class FeedForward(nn.Module):
-    def __init__(self, hidden: int, intermediate: int, act: str, dropout: float, eps: float):
+    """W_2·act(W_1 x + b_1) + b_2, masked by ν, then residual and LayerNorm. A pruned FFN (present=False,
+    ft.rewind) has no up/down weights at all and computes LayerNorm(x); its mask entry multiplies nothing."""
+
+    def __init__(self, hidden: int, intermediate: int, act: str, dropout: float, eps: float, present: bool = True):
         super().__init__()
-        self.up = nn.Linear(hidden, intermediate)
-        self.down = nn.Linear(intermediate, hidden)
+        self.present = present
+        self.up = nn.Linear(hidden, intermediate) if present else None
+        self.down = nn.Linear(intermediate, hidden) if present else None
         self.act = activation(act)
         self.dropout = nn.Dropout(dropout)
         self.norm = LayerNorm(hidden, eps)
 
     def forward(self, x, ffn_scale, abs_probe, backend):
+        if not self.present:
+            return self.norm(x)
         out = self.dropout(self.down(self.act(self.up(x))))
         return masked_residual_layernorm(
             out, x, ffn_scale, self.norm.weight, self.norm.bias, self.norm.eps, backend=backend, abs_probe=abs_probe
@@ -126,13 +165,15 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, config: EncoderConfig):
+    def __init__(self, config: EncoderConfig, index: int = 0):
         super().__init__()
         c = config
         # dropout after W_O: BERT-style models use the hidden rate; DistilBERT has none there
         output_dropout = 0.0 if c.family == "distilbert" else c.hidden_dropout
-        self.attention = Attention(c.hidden_size, c.num_heads, c.head_dim, c.attention_dropout, output_dropout, c.layer_norm_eps)
-        self.ffn = FeedForward(c.hidden_size, c.intermediate_size, c.hidden_act, c.hidden_dropout, c.layer_norm_eps)
+        self.attention = Attention(c.hidden_size, c.num_heads, c.head_dim, c.attention_dropout, output_dropout,
+                                   c.layer_norm_eps, kept=c.layer_heads(index))
+        self.ffn = FeedForward(c.hidden_size, c.intermediate_size, c.hidden_act, c.hidden_dropout, c.layer_norm_eps,
+                               present=c.layer_has_ffn(index))
 
     def forward(self, x, lengths, head_scale, ffn_scale, head_probe, ffn_probe, backend):
         x = self.attention(x, lengths, head_scale, head_probe, backend)
@@ -179,7 +220,7 @@ class TicketModel(nn.Module):
         self.backend = backend
         self.name_or_path: str | None = None  # where the weights (and tokenizer) came from
         self.embeddings = Embeddings(config)
-        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_layers))
+        self.layers = nn.ModuleList(EncoderLayer(config, l) for l in range(config.num_layers))
         self.head = ClassificationHead(config)
 
     @property
@@ -190,10 +231,30 @@ class TicketModel(nn.Module):
     def num_heads(self) -> int:
         return self.config.num_heads
 
-    def reset_head(self, seed: int) -> None:
-        """Re-initializes the task head (normal(0, initializer_range), zero bias) from `seed` alone."""
+    @property
+    def is_compact(self) -> bool:
+        """True when some head or FFN is physically absent (a model from ft.rewind or ft.load_pruned)."""
+        return self.config.is_compact
+
+    def kept_heads_mask(self) -> torch.Tensor:
+        """bool [L, H] in the original layout: True where this model holds the head."""
+        kept = torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool)
+        for l in range(self.num_layers):
+            kept[l, self.config.layer_heads(l)] = True
+        return kept
+
+    def kept_ffn_mask(self) -> torch.Tensor:
+        """bool [L]: True where this model holds the layer's FFN."""
+        return torch.tensor([self.config.layer_has_ffn(l) for l in range(self.num_layers)], dtype=torch.bool)
+
+    def reset_head(self, seed: int, keep_pooler: bool = False) -> None:
+        """Re-initializes the task head (normal(0, initializer_range), zero bias) from `seed` alone.
+
+        keep_pooler: BERT's head.dense is the pre-trained pooler, not part of the task layer: keep it.
+        """
         gen = torch.Generator().manual_seed(seed)
-        for lin in (self.head.dense, self.head.out):
+        layers = (self.head.out,) if keep_pooler and self.config.family == "bert" else (self.head.dense, self.head.out)
+        for lin in layers:
             w = torch.empty(lin.weight.shape).normal_(0.0, self.config.initializer_range, generator=gen)
             with torch.no_grad():
                 lin.weight.copy_(w)
@@ -215,6 +276,9 @@ class TicketModel(nn.Module):
         """logits [B, num_labels] (and the mean loss when labels are given).
 
         head_mask: [L, H] or [B, L, H]; ffn_mask: [L] or [B, L]; 1 keeps, 0 prunes, gradients flow to them.
+        Masks and probes always use the original layout, also on a compact model (ft.rewind): there the
+        entries of heads/FFNs the model does not hold multiply nothing (their gradient is zero), so a compact
+        model with mask m computes what the full model computes with m times its ticket's mask.
         head_probe [B, L, H] / ffn_probe [B, L]: optional tensors whose gradients receive Σ_t|r_t| per
         example (the `official` estimator). backend: overrides self.backend for the fused ops.
         """

@@ -7,7 +7,8 @@ since examples do not interact in eval mode. Then
   official: (1/N) Σ_x Σ_t |r_{x,t}|, r_t = ⟨∂L/∂ctx_t, ctx_t⟩ (abs probes; what the authors' code sums)
   batch:    mean over batches of |ḡ_b|, ḡ_b = (1/B) Σ_{x∈b} g_x, the gradient of the batch-mean loss
   fisher:   Σ over batches of ḡ_b²
-Only the mask gradients are asked of autograd, so no weight gradient is computed.
+Only the mask gradients are asked of autograd, so no weight gradient is computed. On a compact (rewound)
+model the masks keep the original [L, H] layout: what it does not hold scores zero.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def _batch_scores(model, batch, estimator, device, backend):
         wrt = list(probes.values())
     logits = model(**inputs, head_mask=head_mask, ffn_mask=ffn_mask, backend=backend, **probes).logits
     loss = task_loss(logits, labels, reduction="sum")  # Σ_x L(x): per-example gradients, exactly
-    g_heads, g_ffn = (g.double() for g in torch.autograd.grad(loss, wrt))
+    g_heads, g_ffn = (g.double() for g in torch.autograd.grad(loss, wrt, materialize_grads=True))
     if estimator in ("paper", "official"):
         return g_heads.abs().sum(0), g_ffn.abs().sum(0)
     mean_heads, mean_ffn = g_heads.sum(0) / b, g_ffn.sum(0) / b

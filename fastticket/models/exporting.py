@@ -1,0 +1,278 @@
+"""ft.export and ft.load_pruned: write a (possibly compact) TicketModel to a directory, and read it back.
+
+format="compact": our own parameter names and the compact shapes (only the heads/FFNs the model holds),
+    `model.safetensors` + `fastticket_config.json` (format tag, version, every EncoderConfig field including
+    kept_heads / kept_ffn). Physically smaller; read back by ft.load_pruned.
+format="hf": a Hugging Face checkpoint of the source family (config.json, model.safetensors with HF names,
+    the sequence-classification head) that plain `transformers.AutoModelForSequenceClassification
+    .from_pretrained` loads with the same logits: what a compact model lacks is written as zeros (a pruned
+    head's Q/K/V rows and W_O columns; a pruned FFN's weights and its output bias, so HF's layer output is
+    LayerNorm(0 + x)). Full size; read back by ft.load_model (or ft.load_pruned).
+Both copy the tokenizer files of `model.name_or_path` when that is a directory. Each export is atomic per
+directory: it is written into a temporary directory next to `path`, which then replaces `path` only once it
+is complete; a failed export leaves an earlier one at `path` as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import fields
+
+import torch
+
+from .config import MODEL_TYPES, EncoderConfig
+from .convert import base_prefix, encoder_pairs, head_pairs
+from .encoder import TicketModel
+
+FORMATS = ("compact", "hf")
+COMPACT_FORMAT = "fastticket.compact"
+COMPACT_VERSION = 1
+CONFIG_FILE = "fastticket_config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.txt", "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
+_HF_ARCHITECTURE = {
+    "bert": "BertForSequenceClassification",
+    "roberta": "RobertaForSequenceClassification",
+    "xlm-roberta": "XLMRobertaForSequenceClassification",
+    "camembert": "CamembertForSequenceClassification",
+    "electra": "ElectraForSequenceClassification",
+    "distilbert": "DistilBertForSequenceClassification",
+}
+
+
+def export(model: TicketModel, path, format: str = "compact") -> str:
+    """Writes `model` to the directory `path` (replacing an earlier export there); returns the path."""
+    if format not in FORMATS:
+        raise ValueError(f"format {format!r} is not supported; allowed: {FORMATS}")
+    if not isinstance(model, TicketModel):
+        raise ValueError(f"export needs a fastticket TicketModel; got {type(model).__name__}")
+    writer = _write_compact if format == "compact" else _write_hf
+    return _atomic_dir(path, lambda tmp: (writer(model, tmp), _copy_tokenizer(model, tmp)))
+
+
+def load_pruned(path, *, backend: str = "auto") -> TicketModel:
+    """A TicketModel (eval mode) from an ft.export directory: a compact export comes back compact, with the
+    kept heads/FFNs it records; an "hf" export is read by ft.load_model."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise ValueError(f"export {path!r} is not a directory")
+    if os.path.isfile(os.path.join(path, CONFIG_FILE)):
+        return _load_compact(path, backend)
+    if os.path.isfile(os.path.join(path, "config.json")):
+        from .loading import load_model
+
+        return load_model(path, backend=backend)
+    raise ValueError(f"export {path!r} has neither {CONFIG_FILE} (compact export) nor config.json (hf export)")
+
+
+def expanded_state_dict(model: TicketModel) -> dict[str, torch.Tensor]:
+    """`model`'s state in the full layout (our names, every head and FFN): what a compact model does not hold
+    is zero, which computes the same as leaving it out. A full model's state comes back as copies."""
+    cfg = model.config
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if not cfg.is_compact:
+        return state
+    d, hidden, inner = cfg.head_dim, cfg.hidden_size, cfg.num_heads * cfg.head_dim
+    like = state["layers.0.attention.o.bias"]
+    zeros = lambda *shape: torch.zeros(shape, dtype=like.dtype, device=like.device)  # noqa: E731
+    for l in range(cfg.num_layers):
+        att, ffn = f"layers.{l}.attention.", f"layers.{l}.ffn."
+        held = cfg.layer_heads(l)
+        rows = torch.tensor([h * d + i for h in held for i in range(d)], dtype=torch.long, device=like.device)
+        for p in ("q", "k", "v"):
+            w, b = zeros(inner, hidden), zeros(inner)
+            if held:
+                w[rows] = state[f"{att}{p}.weight"]
+                b[rows] = state[f"{att}{p}.bias"]
+            state[f"{att}{p}.weight"], state[f"{att}{p}.bias"] = w, b
+        o = zeros(hidden, inner)
+        if held:
+            o[:, rows] = state[f"{att}o.weight"]
+        state[f"{att}o.weight"] = o
+        if not cfg.layer_has_ffn(l):
+            state[f"{ffn}up.weight"], state[f"{ffn}up.bias"] = zeros(cfg.intermediate_size, hidden), zeros(cfg.intermediate_size)
+            state[f"{ffn}down.weight"], state[f"{ffn}down.bias"] = zeros(hidden, cfg.intermediate_size), zeros(hidden)
+    return state
+
+
+def hf_config_dict(config: EncoderConfig) -> dict:
+    """config.json for the source family: the source config (config.hf_config) with the architecture and
+    every field our config holds (sizes, dropouts, labels) set from `config`."""
+    c = {k: v for k, v in dict(config.hf_config).items() if not k.startswith("_")}
+    # a config built by hand (no source) may carry the default hf_model_type of another family
+    model_type = config.hf_model_type if MODEL_TYPES.get(config.hf_model_type) == config.family else config.family
+    c.update(model_type=model_type, architectures=[_HF_ARCHITECTURE[model_type]],
+             vocab_size=config.vocab_size, max_position_embeddings=config.max_position_embeddings,
+             pad_token_id=config.pad_token_id, initializer_range=config.initializer_range)
+    if config.family == "distilbert":
+        c.update(dim=config.hidden_size, n_layers=config.num_layers, n_heads=config.num_heads,
+                 hidden_dim=config.intermediate_size, activation=config.hidden_act, dropout=config.hidden_dropout,
+                 attention_dropout=config.attention_dropout, seq_classif_dropout=config.task_dropout,
+                 sinusoidal_pos_embds=config.sinusoidal_positions)
+    else:
+        c.update(hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
+                 num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size,
+                 type_vocab_size=config.type_vocab_size, hidden_act=config.hidden_act,
+                 layer_norm_eps=config.layer_norm_eps, hidden_dropout_prob=config.hidden_dropout,
+                 attention_probs_dropout_prob=config.attention_dropout, classifier_dropout=config.classifier_dropout)
+        if config.family == "electra":
+            c["embedding_size"] = config.embedding_size or config.hidden_size
+    id2label = c.get("id2label") or {}
+    if len(id2label) != config.num_labels:
+        id2label = {i: f"LABEL_{i}" for i in range(config.num_labels)}
+    id2label = {str(k): v for k, v in id2label.items()}
+    c.update(id2label=id2label, label2id={v: int(k) for k, v in id2label.items()})
+    c.pop("num_labels", None)
+    if config.is_regression:
+        c["problem_type"] = "regression"
+    elif c.get("problem_type") == "regression":
+        c["problem_type"] = None
+    return c
+
+
+# --------------------------------------------------------------------------------------------- writers
+
+
+def _write_hf(model: TicketModel, directory: str) -> None:
+    cfg = model.config
+    full = cfg.full()
+    state = expanded_state_dict(model)
+    prefix = base_prefix(full) + "."
+    names = [(ours, prefix + hf) for ours, hf in encoder_pairs(full)] + head_pairs(full, prefix)
+    tensors = {hf: state[ours].contiguous() for ours, hf in names}
+    if len(tensors) != len(state):  # every parameter has an HF name (nothing silently dropped)
+        raise ValueError(f"cannot name {sorted(set(state) - {o for o, _ in names})} in the HF format")
+    hf_cfg = hf_config_dict(cfg)
+    hf_cfg["dtype"] = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
+    _write_json(os.path.join(directory, "config.json"), hf_cfg)
+    _save_safetensors(tensors, os.path.join(directory, WEIGHTS_FILE), {"format": "pt"})
+
+
+def _write_compact(model: TicketModel, directory: str) -> None:
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": COMPACT_FORMAT, "version": COMPACT_VERSION, "weights": WEIGHTS_FILE,
+            "config": model.config.to_dict()}
+    _write_json(os.path.join(directory, CONFIG_FILE), meta)
+    _save_safetensors(tensors, os.path.join(directory, WEIGHTS_FILE), {"format": "pt", "fastticket": COMPACT_FORMAT})
+
+
+def _save_safetensors(tensors: dict, file: str, metadata: dict) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.cpu() for k, v in tensors.items()}, file, metadata=metadata)
+
+
+def _write_json(file: str, obj) -> None:
+    with open(file, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+
+
+def _copy_tokenizer(model: TicketModel, directory: str) -> None:
+    src = model.name_or_path
+    if not src or not os.path.isdir(src):
+        return
+    for name in TOKENIZER_FILES:
+        file = os.path.join(src, name)
+        if os.path.isfile(file):
+            shutil.copyfile(file, os.path.join(directory, name))
+
+
+# --------------------------------------------------------------------------------------------- reader
+
+
+def _load_compact(path: str, backend: str) -> TicketModel:
+    try:
+        with open(os.path.join(path, CONFIG_FILE), encoding="utf-8") as f:
+            meta = json.load(f)
+        if not isinstance(meta, dict) or meta.get("format") != COMPACT_FORMAT:
+            raise ValueError(f"format is {meta.get('format') if isinstance(meta, dict) else None!r}; expected {COMPACT_FORMAT!r}")
+        version = meta.get("version")
+        if not isinstance(version, int) or not 1 <= version <= COMPACT_VERSION:
+            raise ValueError(f"version {version!r} is not supported; allowed: 1..{COMPACT_VERSION}")
+        raw = meta.get("config")
+        known = {f.name for f in fields(EncoderConfig)}
+        if not isinstance(raw, dict) or not {"family", "num_layers", "num_heads"} <= raw.keys():
+            raise ValueError("'config' is missing or incomplete")
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"'config' has unknown fields {unknown}")
+        config = EncoderConfig(**raw)
+        from safetensors.torch import load_file
+
+        state = load_file(os.path.join(path, meta.get("weights", WEIGHTS_FILE)))
+        with torch.device("meta"):
+            model = TicketModel(config, backend=backend)
+        model.load_state_dict(state, strict=True, assign=True)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise ValueError(f"compact export {path!r} is not valid: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # safetensors' SafetensorError (a corrupt weights file), ...
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise ValueError(f"compact export {path!r} has a corrupt weights file: {exc}") from None
+    model.name_or_path = path
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------- atomic directory
+
+
+def _atomic_dir(path, write) -> str:
+    """Runs write(tmp) on a fresh directory next to `path`, then puts it at `path`; an existing `path` (an
+    earlier export, or an empty directory) is replaced only after write() has finished without error."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    parent, name = os.path.split(path)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ValueError(f"export path {path!r} exists and is not a directory")
+    if os.path.isdir(path) and os.listdir(path) and not any(
+        os.path.isfile(os.path.join(path, f)) for f in (CONFIG_FILE, "config.json")
+    ):
+        raise ValueError(f"export path {path!r} is a non-empty directory that holds no export (no {CONFIG_FILE} or "
+                         "config.json); refusing to replace it")
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-")
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o755)
+        _fsync_tree(tmp)
+        if os.path.isdir(path):
+            old = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(path, old)
+            try:
+                os.rename(tmp, path)
+            except BaseException:
+                os.rename(old, path)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+        _fsync(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _fsync_tree(directory: str) -> None:
+    for name in os.listdir(directory):
+        file = os.path.join(directory, name)
+        if os.path.isfile(file):
+            _fsync(file)
+    _fsync(directory)
+
+
+def _fsync(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

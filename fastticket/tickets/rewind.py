@@ -1,0 +1,84 @@
+"""ft.rewind: a physically compact copy of a model that holds only a ticket's heads and FFNs.
+
+ARCHITECTURE §1 (Rewinding) and §3 (Skipping pruned structures): the surviving weights keep their values
+(pass the *pre-trained* model to rewind to pre-trained values), pruned heads lose their Q/K/V output rows
+(and biases) and their W_O input columns, pruned FFNs lose both Linear layers, and nothing is
+re-initialized (the task head is copied too; re-initialize it with `model.reset_head(seed)`). The result
+computes exactly what `model(..., head_mask=ticket.head_mask(), ffn_mask=ticket.ffn_mask())` computes, with
+no FLOPs and no parameters for what the ticket prunes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from ..models import TicketModel
+from .ticket import Ticket
+
+
+def ticket_of(model: TicketModel) -> Ticket:
+    """The ticket `model` embodies: what a compact model keeps (all True for a full model)."""
+    return Ticket(model.kept_heads_mask(), model.kept_ffn_mask(), {"source": "model"})
+
+
+def rewind(model: TicketModel, ticket: Ticket) -> TicketModel:
+    """A compact TicketModel holding a copy of `model`'s weights for the heads and FFNs `ticket` keeps.
+
+    ticket: a Ticket over the original layout [L, H] / [L]. `model` may itself be compact (a rewound model):
+    the result keeps what both keep, i.e. it equals `model` run with the ticket's masks. Device, dtype,
+    backend, train/eval mode, requires_grad flags and name_or_path carry over; the original is not touched.
+    """
+    if not isinstance(model, TicketModel):
+        raise ValueError(f"rewind needs a fastticket TicketModel; got {type(model).__name__}")
+    if not isinstance(ticket, Ticket):
+        raise ValueError(f"rewind needs a fastticket Ticket; got {type(ticket).__name__}")
+    cfg = model.config
+    if tuple(ticket.heads.shape) != (cfg.num_layers, cfg.num_heads):
+        raise ValueError(f"ticket has heads {tuple(ticket.heads.shape)}; the model has "
+                         f"[L, H]=({cfg.num_layers}, {cfg.num_heads}) (L layers, H heads per layer)")
+    kept_heads, kept_ffn, positions = [], [], []
+    for l in range(cfg.num_layers):
+        held = cfg.layer_heads(l)  # original indices the model holds, in its own column order
+        pos = [p for p, h in enumerate(held) if bool(ticket.heads[l, h])]
+        positions.append(pos)
+        kept_heads.append([held[p] for p in pos])
+        kept_ffn.append(cfg.layer_has_ffn(l) and bool(ticket.ffn[l]))
+    new_cfg = replace(cfg, kept_heads=kept_heads, kept_ffn=kept_ffn, hf_config=dict(cfg.hf_config))
+
+    source = model.state_dict()
+    state = dict(source)
+    with torch.no_grad():
+        for l in range(cfg.num_layers):  # slices are new tensors; whatever is left untouched is cloned below
+            _compact_layer(state, f"layers.{l}.", positions[l], len(cfg.layer_heads(l)), cfg.head_dim, kept_ffn[l])
+        state = {k: (v.detach().clone() if v is source[k] else v.detach()) for k, v in state.items()}
+    with torch.device("meta"):  # no random init of weights that are overwritten next
+        out = TicketModel(new_cfg, backend=model.backend)
+    out.load_state_dict(state, strict=True, assign=True)
+    requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+    for name, param in out.named_parameters():
+        param.requires_grad_(requires_grad.get(name, True))
+    out.name_or_path = model.name_or_path
+    return out.train(model.training)
+
+
+def _compact_layer(state: dict, prefix: str, positions: list[int], held: int, head_dim: int, keep_ffn: bool) -> None:
+    """Slices one layer's entries of `state` (in place) down to the heads at `positions` of the `held` ones."""
+    att = prefix + "attention."
+    if not positions:
+        for p in ("q", "k", "v"):
+            state.pop(f"{att}{p}.weight", None)
+            state.pop(f"{att}{p}.bias", None)
+        state.pop(f"{att}o.weight", None)  # the layer is LayerNorm(b_O + x): only W_O's bias stays
+    elif len(positions) != held:
+        device = state[f"{att}o.bias"].device
+        rows = torch.tensor([p * head_dim + i for p in positions for i in range(head_dim)], dtype=torch.long, device=device)
+        for p in ("q", "k", "v"):
+            state[f"{att}{p}.weight"] = state[f"{att}{p}.weight"].index_select(0, rows)
+            state[f"{att}{p}.bias"] = state[f"{att}{p}.bias"].index_select(0, rows)
+        state[f"{att}o.weight"] = state[f"{att}o.weight"].index_select(1, rows)
+    if not keep_ffn:
+        for p in ("up", "down"):
+            state.pop(f"{prefix}ffn.{p}.weight", None)
+            state.pop(f"{prefix}ffn.{p}.bias", None)
