@@ -1,6 +1,11 @@
-"""Tasks, tokenization and batching."""
+"""Tasks, tokenization, batching and metrics."""
 
 from .batching import collate, iterate_batches
-from .task import EMBEDDED_TASKS, Task, load_task
+from .glue import GLUE_TASKS
+from .metrics import METRICS, compute_metrics, primary_metric
+from .task import EMBEDDED_TASKS, Task, load_task, task_names
 
-__all__ = ["Task", "load_task", "collate", "iterate_batches", "EMBEDDED_TASKS"]
+__all__ = [
+    "Task", "load_task", "task_names", "collate", "iterate_batches", "EMBEDDED_TASKS", "GLUE_TASKS",
+    "METRICS", "compute_metrics", "primary_metric",
+]

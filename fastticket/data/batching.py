@@ -30,16 +30,23 @@ def collate(examples: list[dict], pad_token_id: int = 0) -> dict[str, torch.Tens
     return batch
 
 
-def iterate_batches(data, batch_size: int, pad_token_id: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+def iterate_batches(
+    data, batch_size: int, pad_token_id: int = 0, generator: torch.Generator | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
     """Padded batches from a datasets.Dataset (a Task split), or dict batches passed through.
 
+    generator: shuffle a dataset's rows with torch.randperm(len, generator=generator) (the same
+    generator state gives the same order); None keeps the stored order. Dict batches are never shuffled.
     Every batch must carry labels ("labels", or "label" in a dataset); one ValueError says what is missing.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}; allowed: an integer >= 1")
     if _is_example_table(data):
-        yield from _batches_from_table(data, batch_size, pad_token_id)
+        order = None if generator is None else torch.randperm(len(data), generator=generator).tolist()
+        yield from _batches_from_table(data, batch_size, pad_token_id, order)
         return
+    if generator is not None:
+        raise ValueError("generator= shuffles a datasets.Dataset / Task split; it cannot shuffle an iterable of batches")
     if isinstance(data, dict):
         raise ValueError("data is a single dict; allowed: a Task split / datasets.Dataset, or an iterable of dict batches")
     for batch in data:
@@ -59,7 +66,7 @@ def _is_example_table(data) -> bool:
     return getattr(data, "column_names", None) is not None
 
 
-def _batches_from_table(data, batch_size, pad_token_id) -> Iterable[dict[str, torch.Tensor]]:
+def _batches_from_table(data, batch_size, pad_token_id, order=None) -> Iterable[dict[str, torch.Tensor]]:
     columns = set(data.column_names)
     if "input_ids" not in columns:
         raise ValueError(f"dataset has no 'input_ids' column (columns: {sorted(columns)}); tokenize it first, e.g. with ft.load_task")
@@ -68,6 +75,7 @@ def _batches_from_table(data, batch_size, pad_token_id) -> Iterable[dict[str, to
         raise ValueError(f"dataset has no 'labels' or 'label' column (columns: {sorted(columns)}); importance needs labeled data")
     keep = [c for c in MODEL_INPUTS if c in columns and c != "attention_mask"]
     for start in range(0, len(data), batch_size):
-        rows = data[start : start + batch_size]  # a dict of columns
+        # a dict of columns
+        rows = data[start : start + batch_size] if order is None else data[order[start : start + batch_size]]
         rows = [dict(zip(rows, values)) for values in zip(*rows.values())]
         yield collate([{**{c: r[c] for c in keep}, "labels": r[label]} for r in rows], pad_token_id)

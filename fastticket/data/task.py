@@ -6,7 +6,7 @@ import csv
 import gzip
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..defaults import default_model_path
 
@@ -14,33 +14,117 @@ EMBEDDED_DIR = os.path.join(os.path.dirname(__file__), "embedded")
 EMBEDDED_TASKS = {"rotten_tomatoes": ("rotten_tomatoes.tsv.gz", "accuracy", 2)}
 
 
+TASK_DROPOUT = 0.1  # the paper's task-layer dropout (A.1.2); 0.3 for MNLI, 0.05 for CoLA (see glue.SPECS)
+
+
 @dataclass
 class Task:
-    """name, train / dev (datasets.Dataset with input_ids, token_type_ids?, labels), metric, num_labels."""
+    """name, train / dev (datasets.Dataset with input_ids, token_type_ids?, labels), metric, num_labels.
+
+    metric: the primary (selection) metric; metrics: every metric reported (see data.metrics);
+    label_names: the class names in id order (None for regression or integer-labeled local files);
+    dropout: the task-layer dropout the paper uses for this task; extra_dev: further dev sets by name
+    (MNLI: "dev_mismatched", MNLI-mm: "dev_matched").
+    """
 
     name: str
     train: "datasets.Dataset"  # noqa: F821
     dev: "datasets.Dataset"  # noqa: F821
     metric: str
     num_labels: int
+    label_names: tuple | None = None
+    dropout: float = TASK_DROPOUT
+    metrics: tuple = ()
+    extra_dev: dict = field(default_factory=dict)
 
     @property
     def is_regression(self) -> bool:
         return self.num_labels == 1
 
+    def compute_metrics(self, predictions, labels) -> dict[str, float]:
+        """{metric: value} for predictions (logits, class ids or regression outputs) against labels."""
+        from .metrics import compute_metrics
 
-def load_task(name: str, tokenizer=None, max_length: int = 128, data_dir: str | None = None) -> Task:
+        return compute_metrics(predictions, labels, self)
+
+
+def task_names() -> list[str]:
+    from .glue import GLUE_TASKS
+
+    return sorted(EMBEDDED_TASKS) + list(GLUE_TASKS) + ["local"]
+
+
+def load_task(
+    name: str,
+    tokenizer=None,
+    max_length: int = 128,
+    data_dir: str | None = None,
+    *,
+    text_columns=None,
+    label_column: str = "label",
+    label_names=None,
+    regression: bool | None = None,
+    metric: str | None = None,
+    dropout: float | None = None,
+    max_examples: int | None = None,
+) -> Task:
     """A tokenized Task. tokenizer: a tokenizer object, a checkpoint dir / hub name, or None for the
-    embedded default model's tokenizer."""
-    if name not in EMBEDDED_TASKS:
-        raise ValueError(f"task {name!r} is unknown; allowed: {sorted(EMBEDDED_TASKS)}")
+    embedded default model's tokenizer.
+
+    name: "rotten_tomatoes" (embedded, offline); a GLUE task ("cola", "sst2", "mrpc", "stsb", "qqp",
+    "mnli" (dev = matched), "mnli-mm" (dev = mismatched), "qnli", "rte"), "snli" or "scitail" — from
+    data_dir (a GLUE-layout root or the task's folder; see data.glue) or, with data_dir=None, the Hugging
+    Face hub via datasets.load_dataset; or "local": data_dir/train.{csv,tsv,json,jsonl} and dev.{...} with
+    text_columns (one name or a pair), label_column, and optionally label_names / regression (see
+    data.local). metric / dropout override the task's defaults; max_examples keeps the first N rows of
+    each split (quick runs).
+    """
+    from . import glue
+    from .metrics import METRICS, REGRESSION_METRICS, primary_metric
+
+    if not isinstance(name, str) or name not in task_names():
+        raise ValueError(f"task {name!r} is unknown; allowed: {task_names()}")
     if max_length < 2:
         raise ValueError(f"max_length={max_length}; allowed: an integer >= 2")
-    file, metric, num_labels = EMBEDDED_TASKS[name]
-    splits = _read_embedded(os.path.join(EMBEDDED_DIR, file))
+    if max_examples is not None and (not isinstance(max_examples, int) or max_examples < 1):
+        raise ValueError(f"max_examples={max_examples!r}; allowed: None (all) or an integer >= 1")
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout={dropout}; allowed: a float in [0, 1)")
+    if metric is not None and metric not in METRICS:
+        raise ValueError(f"metric {metric!r} is unknown; allowed: {list(METRICS)}")
+    if name != "local" and (text_columns is not None or label_names is not None or regression is not None):
+        raise ValueError(f"text_columns / label_names / regression are for task 'local' only (got task {name!r})")
+    if name in EMBEDDED_TASKS:
+        if data_dir is not None:
+            raise ValueError(f"task {name!r} is embedded; it takes no data_dir (use 'local' for files)")
+        file, default_metric, num_labels = EMBEDDED_TASKS[name]
+        raw = _read_embedded(os.path.join(EMBEDDED_DIR, file))
+        raw = {s: glue.RawSplit(raw[s]["text"], None, raw[s]["labels"]) for s in ("train", "dev")}
+        names, metrics, task_dropout = ("rotten", "fresh"), (default_metric,), TASK_DROPOUT
+    elif name == "local":
+        from .local import read_local
+
+        raw, names, num_labels = read_local(data_dir, text_columns, label_column, label_names, regression)
+        default_metric = "pearson_spearman" if num_labels == 1 else "accuracy"
+        metrics, task_dropout = (), TASK_DROPOUT
+    else:
+        spec = glue.SPECS[name]
+        raw = glue.read_glue(name, data_dir)
+        default_metric, metrics, num_labels = spec.metric, spec.metrics, spec.num_labels
+        names, task_dropout = spec.label_names, spec.dropout
+    chosen = metric or default_metric
+    if (num_labels == 1) != (primary_metric(chosen) in REGRESSION_METRICS):
+        kind = "regression" if num_labels == 1 else "classification"
+        raise ValueError(f"metric {chosen!r} does not fit task {name!r} ({kind})")
+    if metric is not None:
+        metrics = ()
     tok = resolve_tokenizer(tokenizer)
-    train, dev = (tokenize_texts(tok, splits[s]["text"], splits[s]["labels"], max_length) for s in ("train", "dev"))
-    return Task(name=name, train=train, dev=dev, metric=metric, num_labels=num_labels)
+    raw = {s: r.head(max_examples) for s, r in raw.items()}
+    splits = {s: tokenize_texts(tok, r.texts, r.labels, max_length, r.pairs) for s, r in raw.items()}
+    return Task(
+        name=name, train=splits.pop("train"), dev=splits.pop("dev"), metric=chosen, num_labels=num_labels,
+        label_names=names, dropout=task_dropout if dropout is None else dropout, metrics=tuple(metrics), extra_dev=splits,
+    )
 
 
 def resolve_tokenizer(tokenizer):
@@ -57,6 +141,8 @@ def tokenize_texts(tokenizer, texts, labels, max_length: int, pairs=None):
 
     enc = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=max_length)
     columns = {"text": list(texts), "labels": list(labels), "input_ids": enc["input_ids"]}
+    if pairs is not None:
+        columns["text_pair"] = list(pairs)
     if "token_type_ids" in enc:
         columns["token_type_ids"] = enc["token_type_ids"]
     return datasets.Dataset.from_dict(columns)
