@@ -1,9 +1,14 @@
 """fastticket: super tickets in pre-trained transformer encoders, fast."""
 
-from .data import Task, load_task
-from .models import EncoderConfig, TicketModel, load_model
-from .tickets import Importance, Ticket, importance, select
+from .data import Task, compute_metrics, load_task, task_names
+from .models import EncoderConfig, TicketModel, export, load_model, load_pruned
+from .tickets import Importance, SearchResult, Ticket, importance, rewind, search, select, ticket_of
+from .train import TrainResult, evaluate, fine_tune, predict
 
 __version__ = "0.1.0"
 
-__all__ = ["EncoderConfig", "TicketModel", "load_model", "Task", "load_task", "Importance", "importance", "select", "Ticket"]
+__all__ = [
+    "EncoderConfig", "TicketModel", "load_model", "export", "load_pruned", "Task", "load_task", "task_names",
+    "compute_metrics", "Importance", "importance", "select", "Ticket", "rewind", "ticket_of", "search",
+    "SearchResult", "fine_tune", "evaluate", "predict", "TrainResult",
+]

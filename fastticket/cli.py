@@ -1,7 +1,10 @@
 """The `fastticket` command.
 
-    fastticket ticket   score every head and FFN, cut a ticket and print it (defaults: the embedded
-                        MiniLM + rotten_tomatoes, offline)
+    fastticket search   the whole super-ticket search; with no arguments the embedded default (MiniLM +
+                        rotten_tomatoes, offline, about 10 minutes on 2 CPU cores)
+    fastticket plot     redraw a run's phase_transition.png
+    fastticket export   write a run's super-ticket model as a compact or Hugging Face checkpoint
+    fastticket ticket   score every head and FFN, cut one ticket and print it (no training)
 """
 
 from __future__ import annotations
@@ -14,6 +17,135 @@ import time
 from .data import EMBEDDED_TASKS
 from .defaults import DEFAULT_TASK
 from .tickets import ESTIMATORS, KINDS
+
+# The embedded default's budget (options not given on the command line): about 10 minutes on 2 CPU cores.
+QUICK_DEFAULTS = dict(epochs=1, max_train_examples=2000, max_eval_examples=1000, max_length=64)
+PAPER_DEFAULTS = dict(epochs=6, max_train_examples=None, max_eval_examples=None, max_length=128)
+
+
+def _levels(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--levels {text!r}: expected comma-separated fractions, e.g. 0.1,0.2,0.3") from None
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _search_parser(sub) -> None:
+    p = sub.add_parser("search", help="fine-tune, score, prune at 8 levels, rewind, re-train, pick the super ticket")
+    p.add_argument("--model", default=None, help="HF checkpoint dir or hub name (default: embedded all-MiniLM-L6-v2)")
+    p.add_argument("--task", default=None, help=f"task name (default: the embedded {DEFAULT_TASK}); GLUE names, snli, scitail, local")
+    p.add_argument("--data-dir", default=None, help="local GLUE-layout directory (or the folder of a local task)")
+    p.add_argument("--levels", type=_levels, default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8", help="fractions pruned")
+    p.add_argument("--kinds", type=_kinds, default="winning", help=f"comma-separated subset of {','.join(KINDS)}")
+    p.add_argument("--seeds", type=_seeds, default="0")
+    p.add_argument("--estimator", default="paper", choices=ESTIMATORS)
+    p.add_argument("--epochs", type=int, default=None, help="default 6 (the paper's); 1 for the embedded default")
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs (0 = none)")
+    p.add_argument("--max-length", type=int, default=None, help="default 128; 64 for the embedded default")
+    p.add_argument("--max-train-examples", type=int, default=None, help="default all; 2000 for the embedded default")
+    p.add_argument("--max-eval-examples", type=int, default=None, help="default all; 1000 for the embedded default")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--backend", default="auto", help="fused-op backend: auto, torch, cpp, triton, cuda")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<task>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out, running only what is missing")
+    p.set_defaults(run=_run_search)
+
+
+def _run_search(args) -> int:
+    import time as _time
+
+    from .tickets import search
+
+    if args.resume and not args.out:
+        raise ValueError("--resume needs --out: the run directory to continue")
+    budget = QUICK_DEFAULTS if args.task is None else PAPER_DEFAULTS
+    options = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in budget.items()}
+    task = args.task or DEFAULT_TASK
+    out = args.out or os.path.join("runs", f"{task}-{_time.strftime('%Y%m%d-%H%M%S')}")
+    model = args.model
+    if model is None:
+        from .defaults import default_model_path
+
+        model = default_model_path()
+    result = search(
+        model, task, levels=args.levels, kinds=args.kinds, seeds=args.seeds, out_dir=out, estimator=args.estimator,
+        lr=args.lr, batch_size=args.batch_size, patience=args.patience or None, data_dir=args.data_dir,
+        device=args.device, backend=args.backend, resume=args.resume, **options,
+    )
+    print(f"\n{args.model or 'all-MiniLM-L6-v2 (embedded)'} on {task}: {result.config['train_examples']} training, "
+          f"{result.config['selection_examples']} selection and {result.config['heldout_examples']} held-out examples")
+    print(result.table())
+    if result.super_row is not None:
+        r = result.super_row
+        print(f"\nsuper ticket: level {r['level']:.2f} (seed {r['seed']}), selection {result.config['metric']} "
+              f"{r['selection_score']:.4f}, held-out {r['heldout_score']:.4f}, {r['weights_remaining']:.1f}% of encoder weights")
+        print(format_ticket(result.super_ticket))
+    print(f"\nwrote {out}/results.json, super_ticket.json, phase_transition.png, super_ticket_model/")
+    return 0
+
+
+def _plot_parser(sub) -> None:
+    p = sub.add_parser("plot", help="redraw DIR/phase_transition.png from DIR/results.json")
+    p.add_argument("run_dir")
+    p.set_defaults(run=_run_plot)
+
+
+def _run_plot(args) -> int:
+    from .report import plot_phase_transition
+
+    config, rows = _read_run(args.run_dir)
+    path = plot_phase_transition(rows, os.path.join(args.run_dir, "phase_transition.png"), config.get("metric", "score"),
+                                 f"{config.get('model_name')} on {config.get('task')}")
+    print(f"wrote {path}")
+    return 0
+
+
+def _export_parser(sub) -> None:
+    p = sub.add_parser("export", help="write RUN_DIR's super-ticket model as a compact or Hugging Face checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("--format", default="hf", choices=("compact", "hf"))
+    p.add_argument("--out", default=None, help="target directory (default: RUN_DIR/export-<format>)")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args) -> int:
+    from .models import export, load_pruned
+    from .tickets.search import SUPER_MODEL_DIR
+
+    _read_run(args.run_dir)
+    source = os.path.join(args.run_dir, SUPER_MODEL_DIR)
+    if not os.path.isdir(source):
+        raise ValueError(f"{args.run_dir!r} has no {SUPER_MODEL_DIR}/ yet: no winning ticket has finished training")
+    out = args.out or os.path.join(args.run_dir, f"export-{args.format}")
+    export(load_pruned(source), out, format=args.format)
+    print(f"wrote {out} ({args.format})")
+    return 0
+
+
+def _read_run(run_dir: str):
+    import json
+
+    try:
+        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+        with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as f:
+            rows = json.load(f)["rows"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{run_dir!r} is not a fastticket search run directory ({exc})") from None
+    return config, rows
 
 
 def _ticket_parser(sub) -> None:
@@ -89,6 +221,9 @@ def format_ticket(ticket) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fastticket", description="Super tickets in pre-trained encoders, fast.")
     sub = parser.add_subparsers(dest="command", required=True)
+    _search_parser(sub)
+    _plot_parser(sub)
+    _export_parser(sub)
     _ticket_parser(sub)
     args = parser.parse_args(argv)
     try:
