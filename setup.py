@@ -25,7 +25,7 @@ def _extensions():
     common = dict(
         name="fastticket._C",
         include_dirs=[os.path.join(here, "csrc")],
-        extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": ["-O3", "-std=c++17"]},
+        extra_compile_args={"cxx": ["-O3", "-std=c++17", "-fopenmp-simd", "-fno-math-errno"], "nvcc": ["-O3", "-std=c++17"]},
     )
     if torch.version.cuda and cuda:
         ext = cpp_extension.CUDAExtension(sources=cpp + cuda, define_macros=[("FASTTICKET_WITH_CUDA", None)], **common)

@@ -3,5 +3,7 @@
 from .attention import masked_attention
 from .dispatch import BACKENDS, available, register
 from .residual_layernorm import masked_residual_layernorm
+from . import cpp_backend  # noqa: F401,E402  (registers backend="cpp" when fastticket._C is built)
+from . import triton_backend  # noqa: F401,E402  (registers backend="triton" when triton is installed)
 
 __all__ = ["masked_attention", "masked_residual_layernorm", "register", "available", "BACKENDS"]
