@@ -1,7 +1,7 @@
 # Set-up on a fresh machine is one command each:  make run  (the main job)  |  make test  (the test suite)
 # Both create .venv and install into it: the CPU torch wheel pinned first (a bare `torch` requirement
-# would pull several GB of CUDA packages), then fastticket with its dev and default-model extras,
-# built without build isolation so the build sees that torch.
+# would pull several GB of CUDA packages), then fastticket with its dev and default-model extras under
+# constraints.txt, built without build isolation so the build (fastticket._C) sees that torch.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -12,11 +12,11 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu)
+$(STAMP): pyproject.toml setup.py constraints.txt $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "setuptools>=69" wheel ninja
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q --no-build-isolation -e ".[dev,default-model]"
+	$(PY) -m pip install -q -c constraints.txt --no-build-isolation -e ".[dev,default-model]"
 	touch $(STAMP)
 
 run: $(STAMP)

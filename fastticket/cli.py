@@ -52,11 +52,12 @@ def _search_parser(sub) -> None:
     p.add_argument("--kinds", type=_kinds, default="winning", help=f"comma-separated subset of {','.join(KINDS)}")
     p.add_argument("--seeds", type=_seeds, default="0")
     p.add_argument("--estimator", default="paper", choices=ESTIMATORS)
-    p.add_argument("--epochs", type=int, default=None, help="default 6 (the paper's); 1 for the embedded default")
+    p.add_argument("--epochs", type=int, default=None, help=f"default 6 (the paper's); 1 for {DEFAULT_TASK}")
     p.add_argument("--lr", type=float, default=None, help="default 5e-5; 2e-4 for the embedded default")
     p.add_argument("--batch-size", type=int, default=None, help="default 32; 16 for the embedded default")
     p.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs (0 = none)")
     p.add_argument("--max-length", type=int, default=None, help="default 128; 64 for the embedded default")
+    p.add_argument("--importance-examples", type=int, default=None, help="training examples scored (default all)")
     p.add_argument("--max-train-examples", type=int, default=None, help="default all; 2500 for the embedded default")
     p.add_argument("--max-eval-examples", type=int, default=None, help="default all; 1000 for the embedded default")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -69,13 +70,14 @@ def _search_parser(sub) -> None:
 def _run_search(args) -> int:
     import time as _time
 
+    from .defaults import display_name
     from .tickets import search
 
     if args.resume and not args.out:
         raise ValueError("--resume needs --out: the run directory to continue")
-    budget = QUICK_DEFAULTS if args.task is None else PAPER_DEFAULTS
-    options = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in budget.items()}
     task = args.task or DEFAULT_TASK
+    budget = QUICK_DEFAULTS if task == DEFAULT_TASK else PAPER_DEFAULTS
+    options = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in budget.items()}
     out = args.out or os.path.join("runs", f"{task}-{_time.strftime('%Y%m%d-%H%M%S')}")
     model = args.model
     if model is None:
@@ -84,10 +86,10 @@ def _run_search(args) -> int:
         model = default_model_path()
     result = search(
         model, task, levels=args.levels, kinds=args.kinds, seeds=args.seeds, out_dir=out, estimator=args.estimator,
-        patience=args.patience or None, data_dir=args.data_dir,
+        patience=args.patience or None, data_dir=args.data_dir, importance_examples=args.importance_examples,
         device=args.device, backend=args.backend, resume=args.resume, **options,
     )
-    print(f"\n{args.model or 'all-MiniLM-L6-v2 (embedded)'} on {task}: {result.config['train_examples']} training, "
+    print(f"\n{display_name(model)} on {task}: {result.config['train_examples']} training, "
           f"{result.config['selection_examples']} selection and {result.config['heldout_examples']} held-out examples")
     print(result.table())
     if result.super_row is not None:
@@ -106,11 +108,12 @@ def _plot_parser(sub) -> None:
 
 
 def _run_plot(args) -> int:
+    from .defaults import display_name
     from .report import plot_phase_transition
 
     config, rows = _read_run(args.run_dir)
-    path = plot_phase_transition(rows, os.path.join(args.run_dir, "phase_transition.png"), config.get("metric", "score"),
-                                 f"{config.get('model_name')} on {config.get('task')}")
+    title = f"{display_name(config.get('model_name'))} on {config.get('task')}"
+    path = plot_phase_transition(rows, os.path.join(args.run_dir, "phase_transition.png"), config.get("metric", "score"), title)
     print(f"wrote {path}")
     return 0
 
@@ -171,6 +174,7 @@ def _run_ticket(args) -> int:
     import torch
 
     from . import importance, load_model, load_task, select
+    from .data.batching import seeded_subset
     from .defaults import default_model_path
     from .tickets.select import check_level
 
@@ -183,7 +187,7 @@ def _run_ticket(args) -> int:
     task = load_task(args.task, tokenizer=source, max_length=args.max_length)
     data = task.train
     if args.max_examples:
-        data = data.shuffle(seed=args.seed).select(range(min(args.max_examples, len(data))))
+        data = seeded_subset(data, args.max_examples, seed=args.seed)
     start = time.perf_counter()
     scores = importance(model, data, estimator=args.estimator, batch_size=args.batch_size, backend=args.backend)
     seconds = time.perf_counter() - start
@@ -203,7 +207,9 @@ def _run_ticket(args) -> int:
 
 def format_scores(scores) -> str:
     """Head scores normalized per layer (as selection ranks them) and raw FFN scores, one row a layer."""
-    heads = scores.heads / scores.heads.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    from .tickets.select import normalized_head_scores
+
+    heads = normalized_head_scores(scores)
     lines = ["layer  " + " ".join(f"h{h:<4d}" for h in range(heads.shape[1])) + "  ffn (raw)"]
     for l in range(heads.shape[0]):
         lines.append(f"{l:5d}  " + " ".join(f"{v:.3f}" for v in heads[l].tolist()) + f"  {scores.ffn[l].item():.3e}")

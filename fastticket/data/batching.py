@@ -39,8 +39,10 @@ def iterate_batches(
     generator state gives the same order); None keeps the stored order. Dict batches are never shuffled.
     Every batch must carry labels ("labels", or "label" in a dataset); one ValueError says what is missing.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}; allowed: an integer >= 1")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}; allowed: an integer >= 1")
+    if hasattr(data, "train") and hasattr(data, "dev"):
+        raise ValueError(f"data is a whole task ({type(data).__name__}); pass one split, e.g. task.train")
     if _is_example_table(data):
         order = None if generator is None else torch.randperm(len(data), generator=generator).tolist()
         yield from _batches_from_table(data, batch_size, pad_token_id, order)
@@ -74,8 +76,18 @@ def _batches_from_table(data, batch_size, pad_token_id, order=None) -> Iterable[
     if label is None:
         raise ValueError(f"dataset has no 'labels' or 'label' column (columns: {sorted(columns)}); importance needs labeled data")
     keep = [c for c in MODEL_INPUTS if c in columns and c != "attention_mask"]
+    data = data.select_columns(keep + [label])  # no text columns decoded on the hot path
     for start in range(0, len(data), batch_size):
         # a dict of columns
         rows = data[start : start + batch_size] if order is None else data[order[start : start + batch_size]]
         rows = [dict(zip(rows, values)) for values in zip(*rows.values())]
         yield collate([{**{c: r[c] for c in keep}, "labels": r[label]} for r in rows], pad_token_id)
+
+
+def seeded_subset(data, limit: int | None, seed: int = 0):
+    """`limit` rows of a dataset drawn without replacement by a seeded permutation (kept in stored order);
+    all of it when limit is None or not smaller."""
+    if limit is None or limit >= len(data):
+        return data
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).tolist()
+    return data.select(sorted(order[:limit]))

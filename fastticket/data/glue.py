@@ -228,7 +228,7 @@ def _read_hub(spec: GlueSpec) -> dict[str, RawSplit]:
     try:
         loaded = datasets.load_dataset(path, config)
     except Exception as e:  # offline, no such dataset in the cache, hub errors
-        raise RuntimeError(
+        raise ValueError(
             f"could not load {spec.name} from the Hugging Face hub as {where}: {type(e).__name__}: {e}. "
             f"Without network access pass data_dir= a local directory in the GLUE layout "
             f"(e.g. DIR/{spec.folders[0]}/{spec.train_files[0]} and DIR/{spec.folders[0]}/{spec.dev_files[0]})"
@@ -241,11 +241,11 @@ def _read_hub(spec: GlueSpec) -> dict[str, RawSplit]:
 
 def _hub_split(spec, loaded, split) -> RawSplit:
     if split not in loaded:
-        raise RuntimeError(f"the hub dataset {spec.hub[0]} has no split {split!r} (splits: {list(loaded)})")
+        raise ValueError(f"the hub dataset {spec.hub[0]} has no split {split!r} (splits: {list(loaded)})")
     table = loaded[split]
     missing = [c for c in (*spec.hub_text, "label") if c not in table.column_names]
     if missing:
-        raise RuntimeError(f"the hub dataset {spec.hub[0]} split {split!r} has no column {missing[0]!r} (columns: {table.column_names})")
+        raise ValueError(f"the hub dataset {spec.hub[0]} split {split!r} has no column {missing[0]!r} (columns: {table.column_names})")
     columns = table.to_dict()
     texts = columns[spec.hub_text[0]]
     pairs = columns[spec.hub_text[1]] if len(spec.hub_text) == 2 else None
@@ -254,7 +254,7 @@ def _hub_split(spec, loaded, split) -> RawSplit:
         ids = {v: i for i, v in enumerate(spec.hub_labels)}
         bad = sorted({v for v in raw if v not in ids})
         if bad:
-            raise RuntimeError(f"the hub dataset {spec.hub[0]} has labels {bad}; expected {list(spec.hub_labels)}")
+            raise ValueError(f"the hub dataset {spec.hub[0]} has labels {bad}; expected {list(spec.hub_labels)}")
         raw = [ids[v] for v in raw]
     keep = [i for i, v in enumerate(raw) if spec.file_labels is None or v >= 0]  # -1: no gold label / test rows
     return RawSplit(

@@ -48,6 +48,11 @@ class Task:
         return compute_metrics(predictions, labels, self)
 
 
+def check_task_name(name) -> None:
+    if not isinstance(name, str) or name not in task_names():
+        raise ValueError(f"task {name!r} is unknown; allowed: {task_names()}")
+
+
 def task_names() -> list[str]:
     from .glue import GLUE_TASKS
 
@@ -82,9 +87,8 @@ def load_task(
     from . import glue
     from .metrics import METRICS, REGRESSION_METRICS, primary_metric
 
-    if not isinstance(name, str) or name not in task_names():
-        raise ValueError(f"task {name!r} is unknown; allowed: {task_names()}")
-    if max_length < 2:
+    check_task_name(name)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
         raise ValueError(f"max_length={max_length}; allowed: an integer >= 2")
     if max_examples is not None and (not isinstance(max_examples, int) or max_examples < 1):
         raise ValueError(f"max_examples={max_examples!r}; allowed: None (all) or an integer >= 1")

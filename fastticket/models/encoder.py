@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import masked_attention, masked_residual_layernorm
+from ..ops import BACKENDS, masked_attention, masked_residual_layernorm
 from .config import EncoderConfig
 
 _ACTIVATIONS = {
@@ -206,6 +206,8 @@ class ClassificationHead(nn.Module):
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy for classification, MSE for regression (one output), per example with reduction='none'."""
+    if tuple(labels.shape) != (logits.shape[0],):
+        raise ValueError(f"labels have shape {tuple(labels.shape)}; allowed: [B]=({logits.shape[0]},)")
     if logits.shape[-1] == 1:
         return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype), reduction=reduction)
     return F.cross_entropy(logits, labels.long(), reduction=reduction)
@@ -216,6 +218,8 @@ class TicketModel(nn.Module):
 
     def __init__(self, config: EncoderConfig, backend: str = "auto"):
         super().__init__()
+        if backend != "auto" and backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} is unknown; allowed: 'auto' or one of {BACKENDS}")
         self.config = config
         self.backend = backend
         self.name_or_path: str | None = None  # where the weights (and tokenizer) came from
@@ -295,6 +299,8 @@ class TicketModel(nn.Module):
         self._check_probe("ffn_probe", ffn_probe, (batch, self.num_layers))
         lengths = _right_padding_lengths(attention_mask, batch, seq)
 
+        if token_type_ids is not None and tuple(token_type_ids.shape) != (batch, seq):
+            raise ValueError(f"token_type_ids have shape {tuple(token_type_ids.shape)}; allowed: [B, T]={(batch, seq)}")
         h = self.embeddings(input_ids, token_type_ids)
         for l, layer in enumerate(self.layers):
             h = layer(
@@ -337,13 +343,19 @@ def _layer_slice(mask, layer, model_dims):
 
 
 def _right_padding_lengths(attention_mask, batch, seq):
-    """int [B] lengths from a 0/1 attention mask, or None when nothing is padded; only right padding."""
+    """int [B] lengths from a 0/1 attention mask, or None when nothing is padded; only right padding.
+
+    On an accelerator the mask is trusted (fastticket's batches are right-padded) and always passed as
+    lengths: checking it would cost a host sync in every forward.
+    """
     if attention_mask is None:
         return None
     if tuple(attention_mask.shape) != (batch, seq):
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; allowed: [B, T]={(batch, seq)}")
     keep = attention_mask.bool()
     lengths = keep.sum(1)
+    if keep.device.type != "cpu":
+        return lengths
     expected = torch.arange(seq, device=keep.device)[None, :] < lengths[:, None]
     right_padded, padded, empty = torch.stack([(expected == keep).all(), (lengths < seq).any(), (lengths == 0).any()]).tolist()
     if not right_padded:

@@ -59,6 +59,6 @@ def resolve(op: str, backend: str, *tensors) -> Callable:
     if impl is None:
         raise ValueError(f"backend {backend!r} is not available for {op} here; available: {available(op)}")
     if not impl.supports(*tensors):
-        devices = sorted({str(t.device) for t in tensors if t is not None})
-        raise ValueError(f"backend {backend!r} of {op} does not run on {devices}; available: {available(op)}")
+        seen = sorted({f"{t.dtype} on {t.device}" for t in tensors if t is not None})
+        raise ValueError(f"backend {backend!r} of {op} does not support {', '.join(seen)}; available: {available(op)}")
     return impl.fn

@@ -77,7 +77,10 @@ def importance(model, data, estimator: str = "paper", batch_size: int = 32, back
     ffn = torch.zeros(cfg.num_layers, dtype=torch.float64, device=device)
     seen = batches = 0
     was_training = model.training
+    frozen = [p for p in model.parameters() if p.requires_grad]
     model.eval()
+    for p in frozen:  # only mask gradients are wanted: autograd then keeps nothing for weight gradients
+        p.requires_grad_(False)
     try:
         total = num_examples(data)
         with tqdm(total=total, desc=f"importance ({estimator})", unit="ex", disable=not progress) as bar:
@@ -91,6 +94,8 @@ def importance(model, data, estimator: str = "paper", batch_size: int = 32, back
                 bar.update(n)
     finally:
         model.train(was_training)
+        for p in frozen:
+            p.requires_grad_(True)
     if seen == 0:
         raise ValueError("data has no examples")
     divisor = {"paper": seen, "official": seen, "batch": batches, "fisher": 1}[estimator]

@@ -12,19 +12,23 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
+from ..data.batching import seeded_subset
 from ..data.metrics import primary_metric
-from ..data.task import Task, load_task
+from ..data.task import Task, check_task_name, load_task
 from ..models import TicketModel, export, load_model
 from ..train import evaluate, fine_tune
 from .importance import ESTIMATORS, Importance, importance
 from .rewind import rewind, ticket_of
-from .select import KINDS, check_level, select
+from ..defaults import display_name
+from ..ops.dispatch import BACKENDS
+from .select import KINDS, check_level, round_half_up, select
 from .store import ResultStore
 from .ticket import Ticket
 from .trials import PAPER_LEVELS, Trial, plan_trials
@@ -58,15 +62,13 @@ class SearchResult:
 
     def plot(self, path: str | None = None) -> str:
         """Draws phase_transition.png (into out_dir unless a path is given); returns its path."""
-        import os
-
         from ..report import plot_phase_transition
 
         if path is None:
             if self.out_dir is None:
                 raise ValueError("plot() needs a path when the search had no out_dir")
             path = os.path.join(self.out_dir, "phase_transition.png")
-        title = f"{self.config.get('model_name')} on {self.config.get('task')}"
+        title = f"{display_name(self.config.get('model_name'))} on {self.config.get('task')}"
         return plot_phase_transition(self.rows, path, self.config.get("metric", "score"), title)
 
 
@@ -98,11 +100,13 @@ def search(
     """Runs (or resumes) a super-ticket search; see the module docstring. `model`: a checkpoint dir, hub
     name, HF model or TicketModel (its current weights are the pre-trained values); `task`: an ft.Task
     or a task name for ft.load_task (tokenized with the model's tokenizer)."""
-    levels, kinds, seeds = _check(levels, kinds, seeds, estimator, selection_fraction, max_train_examples, max_eval_examples)
+    levels, kinds, seeds = _check(levels, kinds, seeds, estimator, selection_fraction,
+                                  max_train_examples, max_eval_examples, importance_examples, backend)
     pretrained = model if isinstance(model, TicketModel) else None
     if task is None or isinstance(task, str):
-        source = getattr(pretrained, "name_or_path", None) or (model if isinstance(model, str) else None)
-        task = load_task(task or "rotten_tomatoes", tokenizer=source, max_length=max_length, data_dir=data_dir)
+        check_task_name(task or "rotten_tomatoes")
+        task = load_task(task or "rotten_tomatoes", tokenizer=_tokenizer_source(model), max_length=max_length,
+                         data_dir=data_dir)
     if not isinstance(task, Task):
         raise ValueError(f"task of type {type(task).__name__}; allowed: an ft.Task or a task name")
     if pretrained is None:
@@ -110,10 +114,14 @@ def search(
     elif pretrained.config.num_labels != task.num_labels:
         raise ValueError(f"model has {pretrained.config.num_labels} labels but task {task.name!r} has {task.num_labels}")
     pretrained = copy.deepcopy(pretrained).cpu().eval()  # the rewinding point, never trained
+    pretrained.backend = backend
+    for level in levels:  # an impossible level fails now, not after the first fine-tuning
+        select(Importance(torch.zeros(pretrained.num_layers, pretrained.num_heads), torch.zeros(pretrained.num_layers)), level)
+    device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
 
-    train = _subset(task.train, max_train_examples, seed=SELECTION_SEED)
-    selection, heldout = split_dev(_subset(task.dev, max_eval_examples, seed=SELECTION_SEED), selection_fraction)
-    scoring_data = _subset(train, importance_examples, seed=SELECTION_SEED)
+    train = seeded_subset(task.train, max_train_examples, seed=SELECTION_SEED)
+    selection, heldout = split_dev(seeded_subset(task.dev, max_eval_examples, seed=SELECTION_SEED), selection_fraction)
+    scoring_data = seeded_subset(train, importance_examples, seed=SELECTION_SEED)
     metric = primary_metric(task)
     config = {
         "model_name": pretrained.name_or_path, "task": task.name, "metric": metric, "levels": list(levels),
@@ -127,7 +135,7 @@ def search(
         store.start(config, resume)
     done = store.finished() if store is not None else {}
     schedule = dict(epochs=epochs, lr=lr, batch_size=batch_size, warmup=warmup, patience=patience,
-                    dropout=getattr(task, "dropout", None), device=device, progress=False)
+                    dropout=getattr(task, "dropout", None), device=device, progress=progress)
     full_params = _param_counts(pretrained)
     trials = plan_trials(levels, kinds, seeds)
     tickets: dict[str, Ticket] = {}
@@ -154,7 +162,8 @@ def search(
                                             backend=backend, progress=False)
             if store is not None:  # before the row: a finished full trial always has its scores
                 store.write_json(f"importance-seed{trial.seed}.json", scores[trial.seed].to_dict())
-        done[trial.id] = _row(trial, net, task, selection, heldout, batch_size, device, full_params, result, start)
+        ticket = tickets.get(trial.id, ticket_of(net))
+        done[trial.id] = _row(trial, net, ticket, task, selection, heldout, batch_size, device, full_params, result, start)
         if store is not None:
             if trial.kind == "winning" and _best_winner(done)["id"] == trial.id:  # model first, then its row
                 export(net, store.path(SUPER_MODEL_DIR), format="compact")
@@ -183,18 +192,21 @@ def split_dev(dev, fraction: float = 0.1, seed: int = SELECTION_SEED):
     """(selection, held-out): a fixed, seeded `fraction` of dev and the rest."""
     n = len(dev)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    k = max(1, round(fraction * n))
+    k = max(1, round_half_up(fraction * n))
     if k >= n:
         raise ValueError(f"dev has {n} examples: too few to split off a selection set of {fraction:.0%}")
     return dev.select(sorted(order[:k])), dev.select(sorted(order[k:]))
 
 
-def _check(levels, kinds, seeds, estimator, selection_fraction, max_train, max_eval):
+def _check(levels, kinds, seeds, estimator, selection_fraction, max_train, max_eval, importance_examples, backend):
+    for level in levels:
+        check_level(level)
     levels = tuple(float(l) for l in levels)
     if not levels:
         raise ValueError("levels is empty; allowed: fractions pruned in (0, 1), e.g. 0.1 ... 0.8")
-    for level in levels:
-        check_level(level)
+    ids = [Trial("winning", level, 0).id for level in levels]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"levels={levels} repeat a level (to 0.1 %); allowed: distinct fractions")
     kinds = tuple(kinds)
     for kind in kinds:
         check_level(0.5, kind)
@@ -207,17 +219,24 @@ def _check(levels, kinds, seeds, estimator, selection_fraction, max_train, max_e
         raise ValueError(f"estimator {estimator!r} is unknown; allowed: {ESTIMATORS}")
     if not 0.0 < selection_fraction < 1.0:
         raise ValueError(f"selection_fraction={selection_fraction}; allowed: (0, 1)")
-    for name, value in (("max_train_examples", max_train), ("max_eval_examples", max_eval)):
+    for name, value in (("max_train_examples", max_train), ("max_eval_examples", max_eval),
+                        ("importance_examples", importance_examples)):
         if value is not None and value < 1:
             raise ValueError(f"{name}={value}; allowed: None (all) or a positive count")
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} is unknown; allowed: 'auto' or one of {BACKENDS}")
     return levels, kinds, seeds
 
 
-def _subset(data, limit, seed):
-    if limit is None or limit >= len(data):
-        return data
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).tolist()
-    return data.select(sorted(order[:limit]))
+def _tokenizer_source(model):
+    """Where the tokenizer of `model` lives: its checkpoint directory or hub name."""
+    if isinstance(model, (str, os.PathLike)):
+        return os.fspath(model)
+    source = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+    if not source:
+        raise ValueError("cannot tell which tokenizer this model uses (no name_or_path): pass an ft.Task "
+                         "tokenized with it instead of a task name")
+    return source
 
 
 def _fresh(pretrained: TicketModel, seed: int) -> TicketModel:
@@ -237,12 +256,13 @@ def _param_counts(model: TicketModel) -> dict:
     return {"total": sum(p.numel() for p in model.parameters()), "encoder": encoder}
 
 
-def _row(trial, net, task, selection, heldout, batch_size, device, full_params, result, start) -> dict:
+def _row(trial, net, ticket, task, selection, heldout, batch_size, device, full_params, result, start) -> dict:
+    if ticket != ticket_of(net):
+        raise AssertionError(f"trial {trial.id}: the trained model does not embody its ticket")
     sel = evaluate(net, selection, metric=task, batch_size=2 * batch_size, device=device)
     held = evaluate(net, heldout, metric=task, batch_size=2 * batch_size, device=device)
     metric = primary_metric(task)
     counts = _param_counts(net)
-    ticket = ticket_of(net)
     return {
         "id": trial.id, "kind": trial.kind, "level": trial.level, "seed": trial.seed,
         "selection": sel, "heldout": held, "selection_score": sel[metric], "heldout_score": held[metric],

@@ -9,6 +9,7 @@ every layer keeps at least `min_heads_per_layer`: lowest first for `winning`, hi
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -26,16 +27,13 @@ def select(scores: Importance, sparsity: float, kind: str = "winning", seed: int
     layers, heads = scores.heads.shape
     if not isinstance(min_heads_per_layer, int) or not 0 <= min_heads_per_layer <= heads:
         raise ValueError(f"min_heads_per_layer={min_heads_per_layer!r}; allowed: an integer in [0, {heads}]")
-    n_heads = _round_half_up(sparsity * layers * heads)
-    n_ffn = _round_half_up(sparsity * layers)
+    n_heads = round_half_up(sparsity * layers * heads)
+    n_ffn = round_half_up(sparsity * layers)
     if n_heads > layers * (heads - min_heads_per_layer):
         raise ValueError(f"sparsity={sparsity} prunes {n_heads} of {layers * heads} heads, more than min_heads_per_layer="
                          f"{min_heads_per_layer} allows ({layers * (heads - min_heads_per_layer)})")
 
-    head_scores = scores.heads
-    if normalize:
-        norms = head_scores.norm(dim=1, keepdim=True)
-        head_scores = torch.where(norms > 0, head_scores / norms.clamp_min(1e-300), head_scores)
+    head_scores = normalized_head_scores(scores) if normalize else scores.heads
     gen = torch.Generator().manual_seed(seed)
     head_order = _order(head_scores.flatten(), kind, gen)
     ffn_order = _order(scores.ffn, kind, gen)
@@ -58,15 +56,21 @@ def select(scores: Importance, sparsity: float, kind: str = "winning", seed: int
     return Ticket(kept, ffn_kept, meta)
 
 
+def normalized_head_scores(scores: Importance) -> torch.Tensor:
+    """Head scores divided by the ℓ2 norm of their layer (a layer of zeros stays zero)."""
+    norms = scores.heads.norm(dim=1, keepdim=True)
+    return torch.where(norms > 0, scores.heads / norms.clamp_min(1e-300), scores.heads)
+
+
 def check_level(sparsity, kind: str = "winning") -> None:
     """One ValueError for a sparsity outside (0, 1) or an unknown kind (callers check before long work)."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 < sparsity < 1.0:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not 0.0 < sparsity < 1.0:
         raise ValueError(f"sparsity={sparsity!r} is outside the allowed range (0, 1) (the fraction pruned)")
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r} is unknown; allowed: {KINDS}")
 
 
-def _round_half_up(x: float) -> int:
+def round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5 + 1e-9))
 
 

@@ -22,8 +22,7 @@ class Ticket:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.heads = torch.as_tensor(self.heads).bool().cpu()
-        self.ffn = torch.as_tensor(self.ffn).bool().cpu()
+        self.heads, self.ffn = _as_keep_mask("heads", self.heads), _as_keep_mask("ffn", self.ffn)
         if self.heads.dim() != 2 or self.ffn.dim() != 1 or self.ffn.shape[0] != self.heads.shape[0]:
             raise ValueError(f"Ticket needs heads [L, H] and ffn [L]; got {tuple(self.heads.shape)} and {tuple(self.ffn.shape)}")
 
@@ -84,3 +83,10 @@ class Ticket:
             return cls.from_dict(d)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
             raise ValueError(f"ticket file {os.fspath(path)!r} is not a valid ticket: {exc}") from None
+
+
+def _as_keep_mask(name: str, values) -> torch.Tensor:
+    t = torch.as_tensor(values).detach().cpu()
+    if t.dtype != torch.bool and not ((t == 0) | (t == 1)).all():
+        raise ValueError(f"Ticket {name} must be bool or 0/1 (True = kept); got values {t.unique().tolist()[:5]}")
+    return t.bool()

@@ -21,7 +21,8 @@ class Trial:
     def id(self) -> str:
         if self.kind == "full":
             return f"seed{self.seed}-full"
-        return f"seed{self.seed}-{self.kind}-{round(self.level * 100):02d}"
+        percent = round(self.level * 1000) / 10  # to 0.1 %: 0.1 -> "10", 0.125 -> "12.5"
+        return f"seed{self.seed}-{self.kind}-" + (f"{int(percent):02d}" if percent.is_integer() else f"{percent:04.1f}")
 
 
 def plan_trials(levels, kinds, seeds) -> list[Trial]:

@@ -152,7 +152,7 @@ def test_hub_failure_is_a_clear_error(monkeypatch, tokenizer):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     for name, hub in [("rte", ("nyu-mll/glue", "rte")), ("mnli-mm", ("nyu-mll/glue", "mnli")),
                       ("snli", ("stanfordnlp/snli", None)), ("scitail", ("allenai/scitail", "tsv_format"))]:
-        with pytest.raises(RuntimeError, match=r"could not load .* from the Hugging Face hub.*offline.*pass data_dir="):
+        with pytest.raises(ValueError, match=r"could not load .* from the Hugging Face hub.*offline.*pass data_dir="):
             ft.load_task(name, tokenizer=tokenizer)
         assert calls[-1] == hub
 
@@ -178,5 +178,5 @@ def test_hub_path_maps_columns_and_drops_unlabeled(monkeypatch, tokenizer):
 def test_hub_path_really_offline(tokenizer):
     if os.environ.get("HF_HUB_OFFLINE") != "1":
         pytest.skip("only where the hub is switched off (tests/conftest.py sets HF_HUB_OFFLINE=1)")
-    with pytest.raises(RuntimeError, match=r"nyu-mll/glue \(config 'cola'\).*pass data_dir="):
+    with pytest.raises(ValueError, match=r"nyu-mll/glue \(config 'cola'\).*pass data_dir="):
         ft.load_task("cola", tokenizer=tokenizer)

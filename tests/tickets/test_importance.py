@@ -20,7 +20,7 @@ def _single_example_grads(model, dataset):
         ffn_mask = torch.ones(cfg.num_layers, requires_grad=True)
         ids = torch.tensor([row["input_ids"]])
         types = torch.tensor([row["token_type_ids"]])
-        logits = model(ids, token_type_ids=types, head_mask=head_mask, ffn_mask=ffn_mask).logits
+        logits = model(ids, token_type_ids=types, head_mask=head_mask, ffn_mask=ffn_mask, backend="torch").logits
         task_loss(logits, torch.tensor([row["labels"]])).backward()
         heads.append(head_mask.grad.double())
         ffn.append(ffn_mask.grad.double())
@@ -146,6 +146,16 @@ def test_missing_labels(model, dataset):
     batches = [{k: v for k, v in b.items() if k != "labels"} for b in iterate_batches(dataset, 4)]
     with pytest.raises(ValueError, match="labels"):
         ft.importance(model, batches, progress=False)
+
+
+def test_a_whole_task_is_refused_with_a_hint(model, dataset):
+    from fastticket.data.task import Task
+
+    task = Task("t", dataset, dataset, "accuracy", 3)
+    with pytest.raises(ValueError, match="task.train"):
+        ft.importance(model, task, progress=False)
+    with pytest.raises(ValueError, match="batch_size=2.5"):
+        ft.importance(model, dataset, batch_size=2.5)
 
 
 def test_untokenized_dataset_and_bad_batch_size(model, dataset):

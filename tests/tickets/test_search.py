@@ -12,6 +12,7 @@ import pytest
 
 import fastticket as ft
 from fastticket.data.task import Task
+from fastticket.tickets.search import split_dev
 from tests.helpers import tiny_model, tokenized_dataset
 
 OPTIONS = dict(levels=(0.25, 0.5), kinds=("winning", "random"), epochs=1, batch_size=4, patience=None, progress=False)
@@ -103,9 +104,13 @@ def test_resume_after_kill_9_runs_only_what_is_missing(tmp_path):
     assert len(result.rows) == 5
     for name, content in finished.items():
         assert (trials / name).read_bytes() == content  # finished rows untouched, byte for byte
-    fresh = ft.search(tiny_model(num_labels=2), tiny_task(), **OPTIONS)
+    fresh = ft.search(tiny_model(num_labels=2), tiny_task(), out_dir=str(tmp_path / "fresh"), **OPTIONS)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(result.rows) == strip(fresh.rows)
+    supers = [json.loads((d / "super_ticket.json").read_text()) for d in (out, tmp_path / "fresh")]
+    for s in supers:
+        s["row"].pop("seconds")
+    assert supers[0] == supers[1] and supers[0]["meta"]["kind"] == "winning"  # the selection's meta survives
     assert not [p for p in out.rglob(".tmp-*")]
 
 
@@ -117,7 +122,36 @@ def test_resume_with_another_configuration_is_refused_and_keeps_results(tmp_path
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.json")} == before
 
 
+def test_split_dev_is_fixed_disjoint_and_complete():
+    dev = tokenized_dataset(n=41, seed=3)
+    selection, heldout = split_dev(dev)
+    again, _ = split_dev(dev)
+    assert (len(selection), len(heldout)) == (4, 37)
+    assert list(selection["input_ids"]) == list(again["input_ids"])
+    rows = sorted(map(tuple, list(selection["input_ids"]) + list(heldout["input_ids"])))
+    assert rows == sorted(map(tuple, dev["input_ids"]))
+
+
+def test_search_uses_the_requested_backend(monkeypatch):
+    from fastticket.ops import dispatch
+
+    used = []
+    real = dispatch.resolve
+
+    def spy(op, backend, *tensors):
+        used.append(backend)
+        return real(op, backend, *tensors)
+
+    monkeypatch.setattr(dispatch, "resolve", spy)
+    ft.search(tiny_model(num_labels=2), tiny_task(), **{**OPTIONS, "levels": (0.5,), "kinds": ("winning",)}, backend="torch")
+    assert used and set(used) == {"torch"}
+
+
 @pytest.mark.parametrize("kwargs, message", [
+    ({"levels": (0.5, 0.5)}, "repeat a level"),
+    ({"levels": (0.95,)}, "min_heads_per_layer"),  # 11 of 12 heads: impossible with one head per layer kept
+    ({"backend": "cuda-fast"}, "backend 'cuda-fast' is unknown"),
+    ({"importance_examples": 0}, "importance_examples=0"),
     ({"levels": (0.1, 1.0)}, r"sparsity=1.0 is outside the allowed range \(0, 1\)"),
     ({"levels": ()}, "levels is empty"),
     ({"kinds": ("winning", "best")}, "kind 'best' is unknown"),
@@ -125,7 +159,8 @@ def test_resume_with_another_configuration_is_refused_and_keeps_results(tmp_path
     ({"estimator": "taylor"}, "estimator 'taylor'"),
     ({"max_train_examples": 0}, "max_train_examples=0"),
 ])
-def test_bad_search_arguments(kwargs, message):
+def test_bad_search_arguments(kwargs, message, monkeypatch):
+    monkeypatch.setattr(sys.modules["fastticket.tickets.search"], "fine_tune", None)  # fails before any training
     with pytest.raises(ValueError, match=message):
         ft.search(tiny_model(num_labels=2), tiny_task(), **{**OPTIONS, **kwargs})
 

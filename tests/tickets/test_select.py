@@ -134,6 +134,18 @@ def test_corrupt_ticket_file(tmp_path, content, message):
         ft.Ticket.load(path)
 
 
+def test_ticket_values_must_be_bool_or_0_1():
+    with pytest.raises(ValueError, match="bool or 0/1"):
+        ft.Ticket(torch.rand(2, 3), torch.ones(2))
+    assert ft.Ticket(torch.tensor([[1, 0]]), torch.tensor([0.0])).heads.tolist() == [[True, False]]
+
+
+def test_numpy_sparsity_is_a_number():
+    import numpy as np
+
+    assert ft.select(_scores(), np.float32(0.5)) == ft.select(_scores(), 0.5)
+
+
 def test_missing_ticket_file(tmp_path):
     with pytest.raises(ValueError, match="nope.json"):
         ft.Ticket.load(tmp_path / "nope.json")
