@@ -8,7 +8,10 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast clean
+COMPAT_VENV ?= .venv-tf4
+COMPAT_TRANSFORMERS ?= transformers==4.46.3
+
+.PHONY: install run test test-fast test-compat clean
 
 install: $(STAMP)
 
@@ -28,5 +31,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# The encoder must work with transformers 4.4x too: the model, export and CLI tests in a second venv.
+test-compat:
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install -q --upgrade "setuptools>=69" wheel
+	$(COMPAT_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	FASTTICKET_BUILD_EXT=0 $(COMPAT_VENV)/bin/python -m pip install -q -c constraints.txt --no-build-isolation \
+		-e ".[dev,default-model]" "$(COMPAT_TRANSFORMERS)"
+	$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/models tests/tickets/test_rewind.py tests/test_cli.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(COMPAT_VENV) build *.egg-info
