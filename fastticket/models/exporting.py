@@ -26,6 +26,7 @@ import torch
 
 from .config import MODEL_TYPES, EncoderConfig
 from .convert import base_prefix, encoder_pairs, head_pairs
+from ..utils import fsync_path
 from .encoder import TicketModel
 
 FORMATS = ("compact", "hf")
@@ -250,7 +251,7 @@ def _atomic_dir(path, write) -> str:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, path)
-        _fsync(parent)
+        fsync_path(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -261,18 +262,6 @@ def _fsync_tree(directory: str) -> None:
     for name in os.listdir(directory):
         file = os.path.join(directory, name)
         if os.path.isfile(file):
-            _fsync(file)
-    _fsync(directory)
+            fsync_path(file)
+    fsync_path(directory)
 
-
-def _fsync(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
