@@ -12,6 +12,9 @@ from ..defaults import default_model_path
 
 EMBEDDED_DIR = os.path.join(os.path.dirname(__file__), "embedded")
 EMBEDDED_TASKS = {"rotten_tomatoes": ("rotten_tomatoes.tsv.gz", "accuracy", 2)}
+EMBEDDED_TASKS["bbc_news"] = ("bbc_news.tsv.gz", "accuracy", 5)  # scripts/build_bbc_news.py
+EMBEDDED_LABELS = {"rotten_tomatoes": ("rotten", "fresh"),
+                   "bbc_news": ("business", "entertainment", "politics", "sport", "tech")}
 
 
 TASK_DROPOUT = 0.1  # the paper's task-layer dropout (A.1.2); 0.3 for MNLI, 0.05 for CoLA (see glue.SPECS)
@@ -104,7 +107,7 @@ def load_task(
         file, default_metric, num_labels = EMBEDDED_TASKS[name]
         raw = _read_embedded(os.path.join(EMBEDDED_DIR, file))
         raw = {s: glue.RawSplit(raw[s]["text"], None, raw[s]["labels"]) for s in ("train", "dev")}
-        names, metrics, task_dropout = ("rotten", "fresh"), (default_metric,), TASK_DROPOUT
+        names, metrics, task_dropout = EMBEDDED_LABELS.get(name), (default_metric,), TASK_DROPOUT
     elif name == "local":
         from .local import read_local
 

@@ -5,5 +5,6 @@ from .dispatch import BACKENDS, available, register
 from .residual_layernorm import masked_residual_layernorm
 from . import cpp_backend  # noqa: F401,E402  (registers backend="cpp" when fastticket._C is built)
 from . import triton_backend  # noqa: F401,E402  (registers backend="triton" when triton is installed)
+from .head_projection import head_projection  # noqa: F401,E402  (ticket sharing: live heads of a shared weight)
 
 __all__ = ["masked_attention", "masked_residual_layernorm", "register", "available", "BACKENDS"]
