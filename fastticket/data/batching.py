@@ -84,6 +84,11 @@ def _batches_from_table(data, batch_size, pad_token_id, order=None) -> Iterable[
         yield collate([{**{c: r[c] for c in keep}, "labels": r[label]} for r in rows], pad_token_id)
 
 
+def batch_of_rows(data, rows: list[int], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
+    """One padded batch of the given rows of a dataset (samplers that pick rows themselves)."""
+    return next(iter(_batches_from_table(data, len(rows), pad_token_id, rows)))
+
+
 def seeded_subset(data, limit: int | None, seed: int = 0):
     """`limit` rows of a dataset drawn without replacement by a seeded permutation (kept in stored order);
     all of it when limit is None or not smaller."""

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import BACKENDS, masked_attention, masked_residual_layernorm
+from ..ops import BACKENDS, head_projection, masked_attention, masked_residual_layernorm
 from .config import EncoderConfig
 
 _ACTIVATIONS = {
@@ -118,9 +118,9 @@ class Attention(nn.Module):
         self.dropout = nn.Dropout(output_dropout)
         self.norm = LayerNorm(hidden, eps)
 
-    def _split(self, x):
+    def _split(self, x, heads=None):
         b, t, _ = x.shape
-        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        return x.view(b, t, heads or self.num_heads, self.head_dim).transpose(1, 2)
 
     def _select(self, scale):
         """The kept heads' columns of an [H] / [B, H] mask or probe in the original layout."""
@@ -130,16 +130,31 @@ class Attention(nn.Module):
             self._kept_index = torch.tensor(self.kept, dtype=torch.long, device=scale.device)
         return scale.index_select(-1, self._kept_index)
 
-    def forward(self, x, lengths, head_scale, abs_probe, backend):
-        if not self.num_heads:  # every head pruned: the context is zero, W_O's bias is what is left
+    def forward(self, x, lengths, head_scale, abs_probe, backend, table=None, projection_backend="auto"):
+        """table: optional int [h] positions of the heads to run among those held (a task's head table in
+        ticket sharing): only their weight slices are read and receive gradients (head_projection)."""
+        heads = self.num_heads if table is None else table.numel()
+        if not heads:  # every head pruned: the context is zero, W_O's bias is what is left
             return self.norm(self.dropout(self.o.bias.expand_as(x)) + x)
-        q, k, v = self._split(self.q(x)), self._split(self.k(x)), self._split(self.v(x))
+        if table is None:
+            project, project_out = (lambda lin: lin(x)), self.o
+        else:
+            if head_scale is not None or abs_probe is not None:
+                raise ValueError("a head table selects heads itself: head_scale/abs_probe must be None with it")
+
+            def project(lin):
+                return head_projection(x, lin.weight, lin.bias, table, self.head_dim, "in", backend=projection_backend)
+
+            def project_out(ctx):
+                return head_projection(ctx, self.o.weight, self.o.bias, table, self.head_dim, "out", backend=projection_backend)
+
+        q, k, v = (self._split(project(lin), heads) for lin in (self.q, self.k, self.v))
         ctx = masked_attention(
             q, k, v, self._select(head_scale), lengths, self.dropout_p if self.training else 0.0,
             softmax_scale=1.0 / math.sqrt(self.head_dim), backend=backend, abs_probe=self._select(abs_probe),
         )
         ctx = ctx.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
-        return self.norm(self.dropout(self.o(ctx)) + x)
+        return self.norm(self.dropout(project_out(ctx)) + x)
 
 
 class FeedForward(nn.Module):
@@ -297,7 +312,7 @@ class TicketModel(nn.Module):
         ffn_mask = self._check_mask("ffn_mask", ffn_mask, (self.num_layers,), batch, weight)
         self._check_probe("head_probe", head_probe, (batch, self.num_layers, self.num_heads))
         self._check_probe("ffn_probe", ffn_probe, (batch, self.num_layers))
-        lengths = _right_padding_lengths(attention_mask, batch, seq)
+        lengths = right_padding_lengths(attention_mask, batch, seq)
 
         if token_type_ids is not None and tuple(token_type_ids.shape) != (batch, seq):
             raise ValueError(f"token_type_ids have shape {tuple(token_type_ids.shape)}; allowed: [B, T]={(batch, seq)}")
@@ -342,7 +357,7 @@ def _layer_slice(mask, layer, model_dims):
     return mask[layer] if mask.dim() == model_dims else mask[:, layer]
 
 
-def _right_padding_lengths(attention_mask, batch, seq):
+def right_padding_lengths(attention_mask, batch, seq):
     """int [B] lengths from a 0/1 attention mask, or None when nothing is padded; only right padding.
 
     On an accelerator the mask is trusted (fastticket's batches are right-padded) and always passed as

@@ -32,11 +32,10 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from ..data.batching import _batches_from_table, iterate_batches
+from ..data.batching import batch_of_rows, iterate_batches
 from ..data.metrics import compute_metrics, primary_metric
 from ..models import TicketModel
-from ..models.encoder import ClassificationHead, _right_padding_lengths, task_loss
-from ..ops import head_projection, masked_attention
+from ..models.encoder import ClassificationHead, right_padding_lengths, task_loss
 from ..utils import atomic_write_text
 from .rewind import rewind
 from .ticket import Ticket
@@ -134,7 +133,7 @@ class SharedModel(nn.Module):
             raise ValueError(f"task {task!r} is not one of the shared model's tasks {self.task_names}")
         enc, backend = self.encoder, backend or self.encoder.backend
         batch, seq = input_ids.shape
-        lengths = _right_padding_lengths(attention_mask, batch, seq)
+        lengths = right_padding_lengths(attention_mask, batch, seq)
         h = enc.embeddings(input_ids, token_type_ids)
         if compat == "mtdnn":
             ticket = self.tickets[task]
@@ -144,26 +143,10 @@ class SharedModel(nn.Module):
                 h = layer(h, lengths, head_mask[l], ffn_mask[l], None, None, backend)
         else:
             for layer, table, ffn in zip(enc.layers, self.tables(task, h.device), self.task_ffn(task)):
-                h = self._attention(layer.attention, h, lengths, table, backend)
+                h = layer.attention(h, lengths, None, None, backend, table=table, projection_backend=self.projection_backend)
                 h = layer.ffn(h, None, None, backend) if ffn else layer.ffn.norm(h)
         logits = self.heads[task](h)
         return logits, (task_loss(logits, labels) if labels is not None else None)
-
-    def _attention(self, att, x, lengths, table, backend):
-        if not att.num_heads or not table.numel():  # no live head: the context is zero, b_O is left
-            return att.norm(att.dropout(att.o.bias.expand_as(x)) + x)
-        b, t, _ = x.shape
-        d, n, pb = att.head_dim, table.numel(), self.projection_backend
-
-        def split(y):
-            return y.view(b, t, n, d).transpose(1, 2)
-
-        q, k, v = (split(head_projection(x, lin.weight, lin.bias, table, d, "in", backend=pb)) for lin in (att.q, att.k, att.v))
-        ctx = masked_attention(q, k, v, None, lengths, att.dropout_p if self.training else 0.0,
-                               softmax_scale=1.0 / math.sqrt(d), backend=backend)
-        ctx = ctx.transpose(1, 2).reshape(b, t, n * d)
-        out = head_projection(ctx, att.o.weight, att.o.bias, table, d, "out", backend=pb)
-        return att.norm(att.dropout(out) + x)
 
     def task_model(self, name: str, ticket: bool = True) -> TicketModel:
         """A standalone TicketModel for task `name` (copied): physically its ticket (ticket=True) or the whole
@@ -452,7 +435,7 @@ def share_tickets(
                 if step >= total:
                     break
                 shared.train()
-                batch = next(iter(_batches_from_table(tasks[name].train, len(rows), pad, rows)))
+                batch = batch_of_rows(tasks[name].train, rows, pad)
                 batch = {k: v.to(device) for k, v in batch.items()}
                 _, loss = shared(name, **batch, compat=compat)
                 for p in params:
