@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from collections import defaultdict
+
+from .utils import atomic_write_bytes
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -83,12 +85,10 @@ def plot_phase_transition(rows: list[dict], path: str, metric: str = "score", ti
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, ".tmp-" + os.path.basename(path))
-    fig.savefig(tmp, format="png")
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, png.getvalue())
     return path
 
 

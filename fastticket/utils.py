@@ -7,14 +7,19 @@ import tempfile
 
 
 def atomic_write_text(path, text: str) -> None:
-    """Writes `text` to `path` so that readers see the old file or the whole new one, never a part."""
+    """Writes `text` (UTF-8) to `path` so that readers see the old file or the whole new one, never a part."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """atomic_write_text for bytes: temp file in the same directory, fsync, rename, fsync the directory."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -23,7 +28,6 @@ def atomic_write_text(path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
 
 
 def fsync_path(path: str) -> None:

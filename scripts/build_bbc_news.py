@@ -12,11 +12,10 @@ Files are read in sorted order and decoded as UTF-8 (invalid bytes replaced), so
 same byte for byte on every machine.
 """
 
-import gzip
-import io
 import os
-import random
 import sys
+
+from embedded_tsv import write_split_tsv
 
 OUT = "fastticket/data/embedded/bbc_news.tsv.gz"
 TOPICS = ("business", "entertainment", "politics", "sports", "tech")  # folder names; label = index
@@ -38,14 +37,9 @@ def main(src: str) -> None:
                 continue
             seen.add(key)
             data.append((" ".join(words[:MAX_WORDS]).replace("\t", " "), label))
-    order = list(range(len(data)))
-    random.Random(SEED).shuffle(order)
-    dev = set(order[: round(DEV_FRACTION * len(data))])
-    with gzip.GzipFile(OUT, "wb", mtime=0) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as out:
-        out.write("split\tlabel\ttext\n")
-        for i, (text, label) in enumerate(data):
-            out.write(f"{'dev' if i in dev else 'train'}\t{label}\t{text}\n")
-    print(f"wrote {OUT}: {len(data)} articles, {len(dev)} in dev")
+    dev_size = round(DEV_FRACTION * len(data))
+    write_split_tsv(OUT, data, dev_size, SEED)
+    print(f"wrote {OUT}: {len(data)} articles, {dev_size} in dev")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,9 @@ texts (so train and dev never share a sentence), and fixes a seeded 2,000-snippe
 
 import bz2
 import csv
-import gzip
-import io
-import random
 import sys
+
+from embedded_tsv import write_split_tsv
 
 OUT = "fastticket/data/embedded/rotten_tomatoes.tsv.gz"
 
@@ -27,15 +26,8 @@ def main(src: str) -> None:
             continue
         seen.add(text.lower())
         data.append((text, int(row["category"] == "fresh")))
-    order = list(range(len(data)))
-    random.Random(20210801).shuffle(order)
-    dev = set(order[:2000])
-    with gzip.GzipFile(OUT, "wb", mtime=0) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as out:
-        out.write("split\tlabel\ttext\n")
-        for i, (text, label) in enumerate(data):
-            out.write(f"{'dev' if i in dev else 'train'}\t{label}\t{text}\n")
-    print(f"wrote {OUT}: {len(data)} snippets, {len(dev)} in dev")
-
+    write_split_tsv(OUT, data, dev_size=2000, seed=20210801)
+    print(f"wrote {OUT}: {len(data)} snippets, 2000 in dev")
 
 if __name__ == "__main__":
     main(sys.argv[1])

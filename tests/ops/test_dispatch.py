@@ -124,16 +124,22 @@ def test_register_rejects_unknown_backend(registry, bad):
     assert registry == before
 
 
-def test_auto_order_and_supports(registry):
-    """auto takes the first backend in auto order whose supports() accepts the tensors; explicit names must
-    support them; available() follows auto order whatever the registration order."""
-    q, k, v, hs, lengths = att_inputs()
-    calls = []
-    torch_fn = registry[ATT]["torch"].fn
+def _counting_torch_backend(registry):
+    """(calls, fn): the torch implementation of masked_attention that records each call in `calls`."""
+    calls, torch_fn = [], registry[ATT]["torch"].fn
 
     def fake(*args):
         calls.append("fake")
         return torch_fn(*args)
+
+    return calls, fake
+
+
+def test_auto_order_and_supports(registry):
+    """auto takes the first backend in auto order whose supports() accepts the tensors; explicit names must
+    support them; available() follows auto order whatever the registration order."""
+    q, k, v, hs, lengths = att_inputs()
+    calls, fake = _counting_torch_backend(registry)
 
     # registered after torch, yet first in auto order
     register(ATT, "triton", fake, supports=lambda *t: False)
@@ -155,12 +161,7 @@ def test_auto_order_and_supports(registry):
 def test_auto_skips_a_backend_that_only_supports(registry):
     """A backend that can run the tensors (explicit name works) but does not prefer them is not auto's pick."""
     q, k, v, hs, lengths = att_inputs()
-    calls = []
-    torch_fn = registry[ATT]["torch"].fn
-
-    def fake(*args):
-        calls.append("fake")
-        return torch_fn(*args)
+    calls, fake = _counting_torch_backend(registry)
 
     register(ATT, "triton", fake, supports=lambda *t: True, prefers=lambda *t: False)
     masked_attention(q, k, v, hs, lengths)
