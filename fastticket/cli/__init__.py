@@ -1,0 +1,41 @@
+"""The `fastticket` command: one module per subcommand, each with add_parser(sub) and run(args).
+
+    fastticket search   the whole super-ticket search; with no arguments the embedded default (MiniLM +
+                        rotten_tomatoes, offline, about 10 minutes on 2 CPU cores)
+    fastticket plot     redraw a run's phase_transition.png
+    fastticket export   write a run's super-ticket model as a compact or Hugging Face checkpoint
+    fastticket ticket   score every head and FFN, cut one ticket and print it
+    fastticket share    ticket sharing (multi-task)
+    fastticket adapt    few-shot domain adaptation of a super ticket or shared model
+    fastticket bench    run the benchmark suite (or named parts) of a source checkout, print the P1–P5 report
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import adapt, bench, export, plot, search, share, ticket
+from .bench import BENCH_PARTS
+from .common import format_scores, format_ticket
+
+COMMANDS = (search, plot, export, ticket, share, adapt, bench)
+
+__all__ = ["main", "BENCH_PARTS", "format_scores", "format_ticket"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fastticket", description="Super tickets in pre-trained encoders, fast.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ValueError as exc:
+        print(f"fastticket {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""fastticket adapt: fine-tune a super ticket or a shared model on 0.1–100 % of a task (Table 4)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .common import levels_arg, seeded_subsets, seeds_arg
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("adapt", help="domain adaptation: fine-tune a super ticket / shared model on 0.1-100%% of a task")
+    p.add_argument("--task", default="bbc_news")
+    p.add_argument("--from", dest="source", default=None,
+                   help="a `fastticket search` run (its super_ticket_model/), a `fastticket share` run, a compact export "
+                        "or a checkpoint dir (default: the embedded pre-trained model)")
+    p.add_argument("--shared-task", default=None, help="with a share run: adapt that task's ticket (default: the union)")
+    p.add_argument("--fractions", type=levels_arg, default="0.001,0.01,0.1,1.0")
+    p.add_argument("--seeds", type=seeds_arg, default="0")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--max-train-examples", type=int, default=0, help="seeded subset before the fractions (0 = all)")
+    p.add_argument("--max-eval-examples", type=int, default=500, help="seeded dev subset (0 = all)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=None, help="run directory (default: runs/adapt-<task>-<time>)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from .. import adapt, load_task
+    from ..defaults import default_model_path
+    from ..tickets.adapt import _encoder_of
+    from ..tickets.search import SUPER_MODEL_DIR
+
+    source = args.source or default_model_path()
+    if os.path.isdir(os.path.join(source, SUPER_MODEL_DIR)):
+        source = os.path.join(source, SUPER_MODEL_DIR)
+    if not os.path.exists(source):
+        raise ValueError(f"--from {source!r} does not exist")
+    encoder = _encoder_of(source, args.shared_task)
+    args.seed = args.seeds[0] if args.seeds else 0
+    task = seeded_subsets(load_task(args.task, tokenizer=encoder.name_or_path or default_model_path(),
+                              max_length=args.max_length, data_dir=args.data_dir), args)
+    out = args.out or os.path.join("runs", f"adapt-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = adapt(encoder, task, args.fractions, seeds=args.seeds, epochs=args.epochs, lr=args.lr,
+                   batch_size=args.batch_size, device=args.device, out_dir=out)
+    print(f"\nadapting {result.config['heads_kept']} heads / {result.config['ffn_kept']} FFNs to {args.task} "
+          f"({len(task.train)} training, {len(task.dev)} dev examples)")
+    print(result.table())
+    print(f"\nwrote {out}/results.json")
+    return 0
+
+

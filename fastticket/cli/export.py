@@ -1,0 +1,30 @@
+"""fastticket export: write a run's super-ticket model as a compact or Hugging Face checkpoint."""
+
+from __future__ import annotations
+
+import os
+
+from .common import read_run
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="write RUN_DIR's super-ticket model as a compact or Hugging Face checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("--format", default="hf", choices=("compact", "hf"))
+    p.add_argument("--out", default=None, help="target directory (default: RUN_DIR/export-<format>)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..models import export, load_pruned
+    from ..tickets.search import SUPER_MODEL_DIR
+
+    read_run(args.run_dir)
+    source = os.path.join(args.run_dir, SUPER_MODEL_DIR)
+    if not os.path.isdir(source):
+        raise ValueError(f"{args.run_dir!r} has no {SUPER_MODEL_DIR}/ yet: no winning ticket has finished training")
+    out = args.out or os.path.join(args.run_dir, f"export-{args.format}")
+    export(load_pruned(source), out, format=args.format)
+    print(f"wrote {out} ({args.format})")
+    return 0
+
+

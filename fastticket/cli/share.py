@@ -1,0 +1,96 @@
+"""fastticket share: ticket sharing, multi-task training with each task on its own ticket."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .common import names_arg, seeded_subsets
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("share", help="ticket sharing: multi-task training, each task on its own ticket of a shared encoder")
+    p.add_argument("--tasks", type=names_arg, default="rotten_tomatoes,bbc_news", help="comma-separated task names")
+    p.add_argument("--tickets-from", default=None,
+                   help="comma-separated run dirs holding the tickets: `fastticket search` runs (config.json task + "
+                        "super_ticket.json), a share run (tickets/<task>.json) or a dir of <task>.json / <task>/super_ticket.json")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="without --tickets-from: cut a winning ticket per task at this level from importance on the "
+                        "pre-trained model (as `fastticket ticket` does)")
+    p.add_argument("--importance-examples", type=int, default=256, help="examples scored per task for --sparsity")
+    p.add_argument("--model", default=None, help="HF checkpoint dir or hub name (default: embedded all-MiniLM-L6-v2)")
+    p.add_argument("--data-dir", default=None, help="GLUE-layout root for GLUE tasks")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--max-train-examples", type=int, default=1500, help="per task, seeded subset (0 = all)")
+    p.add_argument("--max-eval-examples", type=int, default=500, help="per task, seeded subset (0 = all)")
+    p.add_argument("--compat", default=None, choices=("mtdnn",), help="the authors' masking by multiplication + dense Adamax")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--out", default=None, help="run directory (default: runs/share-<time>)")
+    p.set_defaults(run=run)
+
+
+def _read_tickets(sources: str, names) -> dict:
+    import json
+
+    from ..tickets import Ticket
+
+    found = {}
+    for src in [s for s in sources.split(",") if s.strip()]:
+        if not os.path.isdir(src):
+            raise ValueError(f"--tickets-from {src!r} is not a directory")
+        config = os.path.join(src, "config.json")
+        if os.path.isfile(os.path.join(src, "super_ticket.json")) and os.path.isfile(config):
+            with open(config, encoding="utf-8") as f:
+                found[json.load(f).get("task")] = Ticket.load(os.path.join(src, "super_ticket.json"))
+        for name in names:
+            for candidate in (os.path.join(src, "tickets", f"{name}.json"), os.path.join(src, f"{name}.json"),
+                              os.path.join(src, name, "super_ticket.json")):
+                if name not in found and os.path.isfile(candidate):
+                    found[name] = Ticket.load(candidate)
+    return {n: found[n] for n in names if n in found}
+
+
+def run(args) -> int:
+    import torch
+
+    from .. import importance, load_model, load_task, select, share_tickets
+    from ..data.batching import seeded_subset
+    from ..defaults import default_model_path
+    from ..tickets.adapt import with_task_head
+
+    if not args.tasks:
+        raise ValueError("--tasks is empty; give comma-separated task names, e.g. rotten_tomatoes,bbc_news")
+    if args.tickets_from is None and args.sparsity is None:
+        raise ValueError("give --tickets-from RUN_DIR (super tickets of `fastticket search` runs) or --sparsity S")
+    source = args.model or default_model_path()
+    tasks = {n: seeded_subsets(load_task(n, tokenizer=source, max_length=args.max_length, data_dir=args.data_dir), args)
+             for n in args.tasks}
+    model = load_model(source, seed=args.seed, backend=args.backend)
+    if args.tickets_from is not None:
+        tickets = _read_tickets(args.tickets_from, list(tasks))
+    else:
+        from ..tickets.select import check_level
+
+        check_level(args.sparsity)
+        torch.manual_seed(args.seed)
+        tickets = {}
+        for n, t in tasks.items():
+            scores = importance(with_task_head(model, t.num_labels, args.seed),
+                                seeded_subset(t.train, args.importance_examples, seed=args.seed), backend=args.backend)
+            tickets[n] = select(scores, args.sparsity, seed=args.seed)
+    out = args.out or os.path.join("runs", f"share-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = share_tickets(model, tasks, tickets, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                           weight_decay=args.weight_decay, seed=args.seed, compat=args.compat, device=args.device,
+                           backend=args.backend, out_dir=out)
+    print(f"\nticket sharing over {', '.join(tasks)} ({result.config['steps']} steps, {result.config['seconds']:.0f} s, "
+          f"union: {result.config['union']['heads']} heads, {result.config['union']['ffn']} FFNs)")
+    print(result.table())
+    print(f"\nwrote {out}/results.json, tickets/, shared_encoder/, task_heads.safetensors")
+    return 0
+
+
