@@ -27,19 +27,29 @@ def _broadcast_scale(scale: torch.Tensor, x: torch.Tensor, group_dims: int) -> t
     return scale.unsqueeze(-1)  # per token
 
 
-def masked_attention(q, k, v, head_scale=None, lengths=None, dropout_p=0.0, softmax_scale=None, generator=None):
-    """ctx_h = softmax(Q_h K_hᵀ·scale + padding) V_h, multiplied by head_scale before W_O.
+def masked_attention(q, k, v, head_scale=None, lengths=None, dropout_p=0.0, softmax_scale=None, generator=None,
+                     attn_bias=None, window=None):
+    """ctx_h = softmax(Q_h K_hᵀ·scale + attn_bias + padding/window mask) V_h, multiplied by head_scale before W_O.
 
     q, k, v: [B, H, T, D]; head_scale: [H], [B, H] or per token [B, H, T] (the per-token form is the oracle
-    of the `official` estimator: its gradient is r_t = ⟨∂L/∂ctx_t, ctx_t⟩); lengths: int [B], right padding.
+    of the `official` estimator: its gradient is r_t = ⟨∂L/∂ctx_t, ctx_t⟩); lengths: int [B], right padding;
+    attn_bias: [B|1, H|1, T, T]; window: query t attends keys s with |t − s| <= window. A (padded) query
+    row left with no key gives a zero context.
     """
     batch, _, seq, dim = q.shape
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(dim)
     scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+    if attn_bias is not None:
+        scores = scores + attn_bias.to(scores.dtype)
+    allowed = torch.ones(seq, seq, dtype=torch.bool, device=q.device)[None, None]
     keep = key_padding_mask(lengths, batch, seq, q.device)
     if keep is not None:
-        scores = scores.masked_fill(~keep[:, None, None, :], float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
+        allowed = allowed & keep[:, None, None, :]
+    if window is not None:
+        pos = torch.arange(seq, device=q.device)
+        allowed = allowed & ((pos[:, None] - pos[None, :]).abs() <= window)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # a row with no key: zero context
     if dropout_p > 0.0:
         drop = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype) < dropout_p
         probs = probs.masked_fill(drop, 0.0) / (1.0 - dropout_p)

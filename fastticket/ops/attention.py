@@ -1,7 +1,12 @@
 """masked_attention: multi-head attention whose per-head output scale ξ gets its gradient.
 
-ctx_h = softmax(Q_h K_hᵀ·softmax_scale + padding) V_h, times head_scale[..., h], before W_O. The gradient
-of head_scale is the head-mask gradient ∂L/∂ξ (per example when head_scale is [B, H]).
+ctx_h = softmax(Q_h K_hᵀ·softmax_scale + attn_bias + padding/window mask) V_h, times head_scale[..., h],
+before W_O. The gradient of head_scale is the head-mask gradient ∂L/∂ξ (per example when head_scale is
+[B, H]). Optional features, served by the backends that register them (dispatch falls back to one that
+does): `attn_bias` (an additive score bias with its gradient, DeBERTa's disentangled terms) and `window`
+(local attention: query t sees keys s with |t − s| ≤ window, ModernBERT's local layers).
+
+Rows t ≥ lengths[b] (padded queries) are finite but otherwise unspecified: nothing real reads them.
 """
 
 from __future__ import annotations
@@ -25,16 +30,40 @@ def masked_attention(
     softmax_scale: float | None = None,
     backend: str = "auto",
     abs_probe: torch.Tensor | None = None,
+    *,
+    attn_bias: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Masked attention over q, k, v [B, H, T, D] -> [B, H, T, D].
 
     head_scale: [H] (per model) or [B, H] (per example), or None for no mask. lengths: int [B], the number
     of real tokens of each row (right padding); None when nothing is padded. abs_probe: optional [B, H]
     tensor whose gradient receives Σ_t |⟨∂L/∂out_t, ctx_t⟩| (the `official` importance).
+    attn_bias: [B or 1, H or 1, T, T], added to the scaled scores; its gradient flows. window: None (global)
+    or an int >= 0, the largest |query − key| distance attended.
     """
     _check(q, k, v, head_scale, lengths, dropout_p, abs_probe)
-    impl = dispatch.resolve(OP, backend, q, k, v)
-    return impl(q, k, v, head_scale, lengths, dropout_p, softmax_scale, abs_probe)
+    extras = _check_extras(q, attn_bias, window)
+    impl = dispatch.resolve(OP, backend, q, k, v, features=tuple(extras))
+    return impl(q, k, v, head_scale, lengths, dropout_p, softmax_scale, abs_probe, **extras)
+
+
+def _check_extras(q, attn_bias, window) -> dict:
+    """The optional features this call uses, checked: {name: value} for those that are not None."""
+    batch, heads, seq, _ = q.shape
+    extras = {}
+    if attn_bias is not None:
+        b = tuple(attn_bias.shape)
+        if len(b) != 4 or b[0] not in (1, batch) or b[1] not in (1, heads) or b[2:] != (seq, seq):
+            raise ValueError(f"attn_bias has shape {b}; allowed: [B or 1, H or 1, T, T] with B={batch}, H={heads}, T={seq}")
+        if not attn_bias.is_floating_point():
+            raise ValueError(f"attn_bias has dtype {attn_bias.dtype}; allowed: a floating-point tensor")
+        extras["attn_bias"] = attn_bias
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+            raise ValueError(f"window={window!r}; allowed: None (global attention) or an integer >= 0")
+        extras["window"] = window
+    return extras
 
 
 def _check(q, k, v, head_scale, lengths, dropout_p, abs_probe) -> None:
@@ -51,12 +80,29 @@ def _check(q, k, v, head_scale, lengths, dropout_p, abs_probe) -> None:
         raise ValueError(f"abs_probe has shape {tuple(abs_probe.shape)}; allowed: [B, H]=({batch}, {heads})")
 
 
-def _torch_backend(q, k, v, head_scale, lengths, dropout_p, softmax_scale, abs_probe):
-    mask = None
-    if lengths is not None:
-        mask = (torch.arange(q.shape[2], device=q.device)[None, :] < lengths[:, None])[:, None, None, :]
+def _torch_backend(q, k, v, head_scale, lengths, dropout_p, softmax_scale, abs_probe, attn_bias=None, window=None):
+    mask = allowed_keys(lengths, window, q.shape[2], q.device)
+    if attn_bias is not None:
+        bias = attn_bias.to(q.dtype)
+        mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
     ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=softmax_scale)
     return apply_scale(ctx, head_scale, abs_probe)
 
 
-dispatch.register(OP, "torch", _torch_backend)
+def allowed_keys(lengths, window, seq: int, device) -> torch.Tensor | None:
+    """bool [B or 1, 1, T or 1, T]: which keys each query attends (right padding, local window); None: all.
+
+    A padded query row that the window leaves without a real key attends every real key instead, so its
+    (unused) output stays finite."""
+    pos = torch.arange(seq, device=device)
+    keep = None if lengths is None else (pos[None, :] < lengths.to(device)[:, None])[:, None, None, :]
+    if window is None:
+        return keep
+    band = ((pos[:, None] - pos[None, :]).abs() <= window)[None, None]
+    if keep is None:
+        return band
+    allowed = band & keep
+    return allowed | (~allowed.any(-1, keepdim=True) & keep)
+
+
+dispatch.register(OP, "torch", _torch_backend, features=("attn_bias", "window"))

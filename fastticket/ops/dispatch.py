@@ -21,6 +21,7 @@ class _Impl:
     fn: Callable
     supports: Callable[..., bool]
     prefers: Callable[..., bool]
+    features: frozenset = frozenset()  # optional arguments it serves (e.g. attn_bias, window)
 
 
 _registry: dict[str, dict[str, _Impl]] = {}
@@ -31,12 +32,13 @@ def _always(*tensors, **kwargs) -> bool:
 
 
 def register(op: str, backend: str, fn: Callable, supports: Callable[..., bool] = _always,
-             prefers: Callable[..., bool] | None = None) -> None:
+             prefers: Callable[..., bool] | None = None, features=()) -> None:
     """Registers `fn` as `op`'s implementation on `backend`: `supports(*tensors)` says where it can run,
-    `prefers(*tensors)` (default: supports) where "auto" picks it."""
+    `prefers(*tensors)` (default: supports) where "auto" picks it, `features` which optional arguments
+    of the op it serves (a call using another one skips this backend)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")
-    _registry.setdefault(op, {})[backend] = _Impl(fn, supports, prefers or supports)
+    _registry.setdefault(op, {})[backend] = _Impl(fn, supports, prefers or supports, frozenset(features))
 
 
 def available(op: str) -> tuple[str, ...]:
@@ -44,13 +46,15 @@ def available(op: str) -> tuple[str, ...]:
     return tuple(b for b in AUTO_ORDER if b in _registry.get(op, {}))
 
 
-def resolve(op: str, backend: str, *tensors) -> Callable:
-    """The implementation of `op` that `backend` names for these tensors."""
+def resolve(op: str, backend: str, *tensors, features=()) -> Callable:
+    """The implementation of `op` that `backend` names for these tensors; `features`: the optional
+    arguments this call uses (names), which the backend must serve."""
     impls = _registry.get(op, {})
+    needed = frozenset(features)
     if backend == "auto":
         for name in AUTO_ORDER:
             impl = impls.get(name)
-            if impl is not None and impl.prefers(*tensors):
+            if impl is not None and needed <= impl.features and impl.prefers(*tensors):
                 return impl.fn
         raise ValueError(f"no backend of {op} supports these inputs; registered: {available(op)}")
     if backend not in BACKENDS:
@@ -58,6 +62,10 @@ def resolve(op: str, backend: str, *tensors) -> Callable:
     impl = impls.get(backend)
     if impl is None:
         raise ValueError(f"backend {backend!r} is not available for {op} here; available: {available(op)}")
+    missing = sorted(needed - impl.features)
+    if missing:
+        serving = [b for b in available(op) if needed <= impls[b].features]
+        raise ValueError(f"backend {backend!r} of {op} does not serve {', '.join(missing)}; backends that do: {serving}")
     if not impl.supports(*tensors):
         seen = sorted({f"{t.dtype} on {t.device}" for t in tensors if t is not None})
         raise ValueError(f"backend {backend!r} of {op} does not support {', '.join(seen)}; available: {available(op)}")

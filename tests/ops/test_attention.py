@@ -386,3 +386,81 @@ def test_dropout_out_of_range(backend, device, p):
     q = torch.randn(2, 3, 5, 8, device=device)
     with pytest.raises(ValueError, match="dropout"):
         masked_attention(q, q, q, None, dropout_p=p, backend=backend)
+
+
+# ------------------------------------------------------------------------ optional features: bias, window
+
+
+def serves(backend: str, feature: str) -> bool:
+    from fastticket.ops import dispatch
+
+    return feature in dispatch._registry[OP][backend].features
+
+
+@pytest.mark.parametrize("backend,device", CASES)
+@pytest.mark.parametrize("feature", ["attn_bias", "window", "both"])
+@pytest.mark.parametrize("bias_shape", ["BHTT", "1HTT", "B1TT"])
+def test_bias_and_window_match_reference(backend, device, feature, bias_shape):
+    """Output and every gradient (attn_bias's too) against the fp64 oracle on real query rows; padded rows
+    finite. A backend that does not serve the feature refuses it by name."""
+    batch, heads, seq, dim = (2, 3, 17, 16) if interpreted(backend) else (3, 5, 37, 16)
+    if feature == "window" and bias_shape != "BHTT":
+        pytest.skip("the bias shape does not matter without a bias")
+    q, k, v, hs, _, g = make_case(batch, heads, seq, dim, "example", True, seed=70)
+    lengths = torch.tensor([seq, 9, 1][:batch])
+    shape = {"BHTT": (batch, heads), "1HTT": (1, heads), "B1TT": (batch, 1)}[bias_shape] + (seq, seq)
+    kw = {}
+    if feature in ("attn_bias", "both"):
+        kw["attn_bias"] = randn(shape, seed=71)
+    if feature in ("window", "both"):
+        kw["window"] = 3
+    if not all(serves(backend, f) for f in kw):
+        with pytest.raises(ValueError, match="does not serve"):
+            masked_attention(q.float(), k.float(), v.float(), None, lengths, backend=backend, **kw)
+        return
+    skip_unless_supported(pytest, OP, backend, q.to(device))
+    dev_kw = {n: (t.to(device).requires_grad_(True) if torch.is_tensor(t) else t) for n, t in kw.items()}
+    qd, kd, vd = leaves(q.to(device), k.to(device), v.to(device))
+    (hsd,) = leaves(hs.to(device))
+    out = masked_attention(qd, kd, vd, hsd, lengths.to(device), backend=backend, **dev_kw)
+    inputs = [qd, kd, vd, hsd] + ([dev_kw["attn_bias"]] if "attn_bias" in kw else [])
+    real = (torch.arange(seq)[None, :] < lengths[:, None])[:, None, :, None]
+    gm = g * real  # nothing reads padded query rows
+    grads = torch.autograd.grad(out, inputs, grad_outputs=gm.to(device))
+    ref_kw = {n: (t.double().requires_grad_(True) if torch.is_tensor(t) else t) for n, t in kw.items()}
+    rq, rk, rv, rhs = leaves(q.double(), k.double(), v.double(), hs.double())
+    rout = ref.masked_attention(rq, rk, rv, rhs, lengths, **ref_kw)
+    rinputs = [rq, rk, rv, rhs] + ([ref_kw["attn_bias"]] if "attn_bias" in kw else [])
+    rgrads = torch.autograd.grad(rout, rinputs, grad_outputs=gm.double())
+    assert torch.isfinite(out).all()
+    assert_close_ref(out.detach().cpu() * real, rout.detach() * real, "out")
+    for name, a, e in zip(["q", "k", "v", "head_scale", "attn_bias"], grads, rgrads):
+        assert_close_ref(a.cpu(), e, name, mag=mask_grad_mag(e, None) if name == "head_scale" else 0.0)
+
+
+def test_window_semantics():
+    """window=w: query t sees keys |t - s| <= w; w=0 returns v itself; w >= T is global attention."""
+    q, k, v, _, _, _ = make_case(1, 2, 9, 8, "none", False, seed=80)
+    assert torch.allclose(masked_attention(q, k, v, None, window=0, backend="torch"), v, atol=1e-6)
+    full = masked_attention(q, k, v, None, backend="torch")
+    assert torch.allclose(masked_attention(q, k, v, None, window=8, backend="torch"), full, atol=1e-6)
+    # moving a key outside every window of query 0 does not change query 0's output
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, 5], v2[:, :, 5] = 7.0, -3.0
+    a = masked_attention(q, k, v, None, window=2, backend="torch")[:, :, 0]
+    b = masked_attention(q, k2, v2, None, window=2, backend="torch")[:, :, 0]
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(attn_bias=torch.zeros(2, 3, 5, 5)), "attn_bias has shape"),
+    (dict(attn_bias=torch.zeros(1, 1, 5, 4)), "attn_bias has shape"),
+    (dict(attn_bias=torch.zeros(1, 1, 5, 5, dtype=torch.long)), "attn_bias has dtype"),
+    (dict(window=-1), "window=-1"),
+    (dict(window=2.5), "window=2.5"),
+    (dict(window=True), "window=True"),
+])
+def test_bias_and_window_bad_input(kw, match):
+    q = torch.zeros(1, 3, 5, 4)
+    with pytest.raises(ValueError, match=match):
+        masked_attention(q, q, q, None, **kw)
