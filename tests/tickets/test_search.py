@@ -138,9 +138,9 @@ def test_search_uses_the_requested_backend(monkeypatch):
     used = []
     real = dispatch.resolve
 
-    def spy(op, backend, *tensors):
+    def spy(op, backend, *tensors, **kwargs):
         used.append(backend)
-        return real(op, backend, *tensors)
+        return real(op, backend, *tensors, **kwargs)
 
     monkeypatch.setattr(dispatch, "resolve", spy)
     ft.search(tiny_model(num_labels=2), tiny_task(), **{**OPTIONS, "levels": (0.5,), "kinds": ("winning",)}, backend="torch")
