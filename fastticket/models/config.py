@@ -83,8 +83,8 @@ class EncoderConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.num_labels < 1:
             raise ValueError(f"num_labels={self.num_labels}; allowed: 1 (regression) or >= 2 (classification)")
-        self._check_options()
         family.check(self)
+        self._check_options()
         self._check_compact()
 
     def _check_options(self) -> None:

@@ -76,9 +76,15 @@ def require_transformers_family(model_type: str) -> None:
     import transformers
 
     needed = family_of_model_type(model_type).transformers_class
-    if needed and not hasattr(transformers, needed):
+    if needed and not transformers_has(needed):
         raise ValueError(f"model_type {model_type!r} needs transformers.{needed}, which the installed transformers "
                          f"{transformers.__version__} does not have; allowed here: a newer transformers for this family")
+
+
+def transformers_has(name: str) -> bool:
+    import transformers
+
+    return hasattr(transformers, name)
 
 
 def _read_weights(path: str) -> dict:

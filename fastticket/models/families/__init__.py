@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from .base import Family, WeightNames
 from .bert import BERT
+from .deberta_v2 import DEBERTA_V2
 from .distilbert import DISTILBERT
 from .electra import ELECTRA
+from .modernbert import MODERNBERT
 from .roberta import ROBERTA
 
-REGISTRY: dict[str, Family] = {f.name: f for f in (BERT, ROBERTA, ELECTRA, DISTILBERT)}
+REGISTRY: dict[str, Family] = {f.name: f for f in (BERT, ROBERTA, ELECTRA, DISTILBERT, DEBERTA_V2, MODERNBERT)}
 FAMILIES = tuple(REGISTRY)
 # Hugging Face model_type -> our family name (MiniLM checkpoints are BERT; XLM-R and CamemBERT are RoBERTa)
 MODEL_TYPES = {model_type: f.name for f in REGISTRY.values() for model_type in f.model_types}
