@@ -247,3 +247,52 @@ def test_search_runs_end_to_end(family, tmp_path):
     assert [r["id"] for r in result.rows] == ["seed0-full", "seed0-winning-50"]
     assert result.rows[1]["heads_kept"] == model.num_layers * H // 2
     assert isinstance(ft.load_pruned(tmp_path / "super_ticket_model"), ft.TicketModel)
+
+
+@pytest.mark.parametrize("family", ["deberta-v2", "modernbert-mean-bias"])
+def test_head_tables_run_only_the_tables_heads(family):
+    """encode(head_tables=, ffn_present=) (ticket sharing's path) equals the masked model, weight gradients
+    of the heads outside the table are zero."""
+    ours = load(make_hf_model(family))
+    batch = make_batch(ours, lengths=LENGTHS)
+    ticket = ticket_for(ours.num_layers)
+    lengths = torch.tensor(LENGTHS)
+    tables = [ticket.heads[l].nonzero().flatten() for l in range(ours.num_layers)]
+    hidden = ours.encode(batch["input_ids"], lengths, batch.get("token_type_ids"), head_tables=tables,
+                         ffn_present=ticket.ffn.tolist(), projection_backend="torch")
+    logits = ours.head(hidden, lengths)
+    with torch.no_grad():
+        expected = ours(**inputs(batch), head_mask=ticket.head_mask(), ffn_mask=ticket.ffn_mask()).logits
+    torch.testing.assert_close(logits, expected, atol=ATOL, rtol=0)
+    logits.sum().backward()
+    att = ours.layers[0].attention
+    pruned_rows = torch.cat([torch.arange(h * D, (h + 1) * D) for h in (1, 2)])
+    for lin in (att.q, att.k, att.v, att.pos_q, att.pos_k):
+        if lin is not None:
+            assert lin.weight.grad[pruned_rows].abs().sum() == 0 and lin.weight.grad.abs().sum() > 0
+
+
+def test_official_estimator_runs_on_pre_and_post_norm_families():
+    for family in ("deberta-v3", "modernbert"):
+        ours = load(make_hf_model(family), num_labels=2)
+        data = tokenized_dataset(n=5, num_labels=2, pairs=False)
+        paper = ft.importance(ours, data, batch_size=2, progress=False)
+        official = ft.importance(ours, data, estimator="official", batch_size=2, progress=False)
+        assert (official.heads >= paper.heads - 1e-7).all() and (official.ffn >= paper.ffn - 1e-7).all()
+        assert (official.heads > 0).all() and not torch.allclose(official.heads, paper.heads)
+
+
+@pytest.mark.parametrize("family", ["deberta-v2", "modernbert"])
+def test_hf_export_of_a_hand_built_model(family, tmp_path):
+    """No source config: config.json is written by the family from our config alone."""
+    extra = {"deberta-v2": dict(relative_attention=True, position_buckets=4, max_relative_positions=16,
+                                pos_att_type=["p2c", "c2p"], absolute_positions=False, type_vocab_size=0),
+             "modernbert": dict(type_vocab_size=0, layer_windows=[None, 1, None], pooling="mean")}[family]
+    torch.manual_seed(0)
+    model = ft.TicketModel(ft.EncoderConfig(family, 99, 32, 3, 4, 37, max_position_embeddings=64, num_labels=2,
+                                            **extra)).eval()
+    ft.export(model, tmp_path / "hf", format="hf")
+    back = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf", attn_implementation="eager")
+    batch = inputs(make_batch(model, lengths=LENGTHS))
+    with torch.no_grad():
+        torch.testing.assert_close(back.eval()(**batch).logits, model(**batch).logits, atol=ATOL, rtol=0)
