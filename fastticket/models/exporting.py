@@ -6,8 +6,10 @@ format="compact": our own parameter names and the compact shapes (only the heads
 format="hf": a Hugging Face checkpoint of the source family (config.json, model.safetensors with HF names,
     the sequence-classification head) that plain `transformers.AutoModelForSequenceClassification
     .from_pretrained` loads with the same logits: what a compact model lacks is written as zeros (a pruned
-    head's Q/K/V rows and W_O columns; a pruned FFN's weights and its output bias, so HF's layer output is
-    LayerNorm(0 + x)). Full size; read back by ft.load_model (or ft.load_pruned).
+    head's Q/K/V (and DeBERTa's pos_q/pos_k) rows and W_O columns; a pruned FFN's weights and its output
+    bias, so HF's layer output is LayerNorm(0 + x) post-norm, x + 0 pre-norm). The family names the
+    weights and writes config.json (ModernBERT's q/k/v and up/gate fused again). Full size; read back by
+    ft.load_model (or ft.load_pruned).
 Both copy the tokenizer files of `model.name_or_path` when that is a directory. Each export is atomic per
 directory: it is written into a temporary directory next to `path`, which then replaces `path` only once it
 is complete; a failed export leaves an earlier one at `path` as it was.
