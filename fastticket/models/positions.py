@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .config import EncoderConfig
+from .families import get_family
 
 
 class LayerNorm(nn.Module):
@@ -33,7 +34,7 @@ class Embeddings(nn.Module):
         width = config.embedding_size or config.hidden_size
         project = width != config.hidden_size
         self.project_first = project and config.embedding_projection == "before_norm"
-        self.position_ids = config.family_adapter.position_ids  # the family's numbering (RoBERTa: after padding)
+        self.family = config.family  # its adapter numbers the absolute positions (RoBERTa: after padding)
         self.pad_token_id = config.pad_token_id
         self.word = nn.Embedding(config.vocab_size, width)
         self.position = nn.Embedding(config.max_position_embeddings, width) if config.absolute_positions else None
@@ -45,7 +46,7 @@ class Embeddings(nn.Module):
     def forward(self, input_ids, token_type_ids=None):
         h = self.word(input_ids)
         if self.position is not None:
-            h = h + self.position(self.position_ids(input_ids, self.pad_token_id))
+            h = h + self.position(get_family(self.family).position_ids(input_ids, self.pad_token_id))
         if self.token_type is not None:
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)

@@ -179,3 +179,14 @@ def test_a_transformers_without_the_family_is_named(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"'modernbert' needs transformers\.ModernBertConfig, which the installed "
                                          r"transformers .* does not have"):
         ft.load_model(tmp_path)
+
+
+def test_a_new_task_head_keeps_the_whole_pretrained_pooler():
+    """ModernBERT's pooler has a norm too: ft.adapt's fresh head keeps dense and norm, replaces out."""
+    from fastticket.tickets.adapt import with_task_head
+
+    ours = ft.load_model(make_hf_model("modernbert-mean-bias", num_labels=2))
+    net = with_task_head(ours, num_labels=5, seed=3)
+    for name in ("dense.weight", "dense.bias", "norm.weight", "norm.bias"):
+        torch.testing.assert_close(net.head.state_dict()[name], ours.head.state_dict()[name], atol=0, rtol=0)
+    assert net.head.out.weight.shape == (5, 32) and net.head.pooling == "mean"
