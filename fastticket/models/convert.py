@@ -1,56 +1,56 @@
-"""Parameter names: ours <-> Hugging Face's, per family. Used to load checkpoints (and to export them)."""
+"""Parameter names and tensors: ours <-> Hugging Face's, through the family object. Used to load checkpoints
+and to export them; a fused HF tensor (ModernBERT's Wqkv, Wi) is split on the way in and concatenated on the
+way out."""
 
 from __future__ import annotations
 
-from .config import EncoderConfig
+import torch
 
-_BASE_PREFIX = {"bert": "bert", "roberta": "roberta", "electra": "electra", "distilbert": "distilbert"}
+from .config import EncoderConfig
 
 
 def encoder_pairs(config: EncoderConfig) -> list[tuple[str, str]]:
-    """(our name, HF name without the base-model prefix) for every encoder parameter."""
-    wb = ("weight", "bias")
-    if config.family == "distilbert":
-        pairs = [("embeddings.word.weight", "embeddings.word_embeddings.weight"),
-                 ("embeddings.position.weight", "embeddings.position_embeddings.weight")]
-        pairs += [(f"embeddings.norm.{p}", f"embeddings.LayerNorm.{p}") for p in wb]
-        layer = {"attention.q": "attention.q_lin", "attention.k": "attention.k_lin", "attention.v": "attention.v_lin",
-                 "attention.o": "attention.out_lin", "attention.norm": "sa_layer_norm", "ffn.up": "ffn.lin1",
-                 "ffn.down": "ffn.lin2", "ffn.norm": "output_layer_norm"}
-        stem = "transformer.layer"
-    else:
-        pairs = [("embeddings.word.weight", "embeddings.word_embeddings.weight"),
-                 ("embeddings.position.weight", "embeddings.position_embeddings.weight"),
-                 ("embeddings.token_type.weight", "embeddings.token_type_embeddings.weight")]
-        pairs += [(f"embeddings.norm.{p}", f"embeddings.LayerNorm.{p}") for p in wb]
-        if config.embedding_size and config.embedding_size != config.hidden_size:
-            pairs += [(f"embeddings.project.{p}", f"embeddings_project.{p}") for p in wb]
-        layer = {"attention.q": "attention.self.query", "attention.k": "attention.self.key",
-                 "attention.v": "attention.self.value", "attention.o": "attention.output.dense",
-                 "attention.norm": "attention.output.LayerNorm", "ffn.up": "intermediate.dense",
-                 "ffn.down": "output.dense", "ffn.norm": "output.LayerNorm"}
-        stem = "encoder.layer"
-    for i in range(config.num_layers):
-        for ours, theirs in layer.items():
-            pairs += [(f"layers.{i}.{ours}.{p}", f"{stem}.{i}.{theirs}.{p}") for p in wb]
-    return pairs
+    """(our name, HF name without the base-model prefix) for every encoder parameter of a family whose
+    weights map one to one (all but ModernBERT's)."""
+    names = config.family_adapter.encoder_weights(config)
+    fused = [hf for ours, hf in names if len(ours) != 1]
+    if fused:
+        raise ValueError(f"family {config.family!r} stores fused weights (e.g. {fused[0]}); use encoder_weights()")
+    return [(ours[0], hf) for ours, hf in names]
 
 
 def head_pairs(config: EncoderConfig, prefix: str) -> list[tuple[str, str]]:
-    """(our name, full HF name) for the task head; BERT's pooler sits under the base prefix ('' or 'bert.')."""
-    dense, out = {
-        "bert": (f"{prefix}pooler.dense", "classifier"),
-        "roberta": ("classifier.dense", "classifier.out_proj"),
-        "electra": ("classifier.dense", "classifier.out_proj"),
-        "distilbert": ("pre_classifier", "classifier"),
-    }[config.family]
-    return [(f"head.dense.{p}", f"{dense}.{p}") for p in ("weight", "bias")] + [
-        (f"head.out.{p}", f"{out}.{p}") for p in ("weight", "bias")
-    ]
+    """(our name, full HF name) for the head: pooler (dense [, norm]) then the classifier; prefix: the
+    checkpoint's base prefix ('' or 'bert.'), under which BERT's pooler sits."""
+    family = config.family_adapter
+    names = family.pooler_weights(config, prefix) + family.classifier_weights(config, prefix)
+    return [(ours[0], hf) for ours, hf in names]
 
 
 def base_prefix(config: EncoderConfig) -> str:
-    return _BASE_PREFIX[config.family]
+    return config.family_adapter.base_prefix
+
+
+def hf_tensors(state: dict, config: EncoderConfig) -> dict[str, torch.Tensor]:
+    """Our full-layout state (expanded_state_dict) under HF names, as a task checkpoint stores it: the encoder
+    under the base prefix, fused tensors concatenated. Every parameter must have an HF name."""
+    family = config.family_adapter
+    prefix = family.base_prefix + "."
+    names = [(ours, prefix + hf) for ours, hf in family.encoder_weights(config)]
+    names += family.pooler_weights(config, prefix) + family.classifier_weights(config, prefix)
+    named = {o for ours, _ in names for o in ours}
+    if named != set(state):
+        raise ValueError(f"cannot name {sorted(set(state) ^ named)} in the HF format of family {config.family!r}")
+    return {hf: torch.cat([state[o] for o in ours], dim=0).contiguous() for ours, hf in names}
+
+
+def split_fused(tensor: torch.Tensor, shapes: list[torch.Size], name: str) -> list[torch.Tensor]:
+    """An HF tensor that holds several of ours concatenated along dim 0, split by our shapes."""
+    sizes = [s[0] for s in shapes]
+    if tensor.dim() != len(shapes[0]) or tensor.shape[0] != sum(sizes) or tuple(tensor.shape[1:]) != tuple(shapes[0][1:]):
+        expected = (sum(sizes),) + tuple(shapes[0][1:])
+        raise ValueError(f"checkpoint weight {name} has shape {tuple(tensor.shape)}; the config implies {expected}")
+    return list(torch.split(tensor, sizes, dim=0))
 
 
 def normalize_hf_state_dict(state: dict) -> dict:
@@ -65,10 +65,9 @@ def normalize_hf_state_dict(state: dict) -> dict:
     return out
 
 
-def find_base_prefix(state: dict) -> str:
-    """'' for a bare base model (BertModel), 'bert.' etc. for task models; from the word embeddings' key."""
-    anchor = "embeddings.word_embeddings.weight"
+def find_base_prefix(state: dict, anchor: str = "embeddings.word_embeddings.weight") -> str:
+    """'' for a bare base model (BertModel), 'bert.' etc. for task models; from the family's anchor weight."""
     for name in state:
-        if name.endswith(anchor):
+        if name.endswith(anchor) and (len(name) == len(anchor) or name[-len(anchor) - 1] == "."):
             return name[: -len(anchor)]
-    raise ValueError("checkpoint has no '*embeddings.word_embeddings.weight': not a supported encoder checkpoint")
+    raise ValueError(f"checkpoint has no '*{anchor}': not a supported encoder checkpoint")

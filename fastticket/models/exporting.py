@@ -6,8 +6,10 @@ format="compact": our own parameter names and the compact shapes (only the heads
 format="hf": a Hugging Face checkpoint of the source family (config.json, model.safetensors with HF names,
     the sequence-classification head) that plain `transformers.AutoModelForSequenceClassification
     .from_pretrained` loads with the same logits: what a compact model lacks is written as zeros (a pruned
-    head's Q/K/V rows and W_O columns; a pruned FFN's weights and its output bias, so HF's layer output is
-    LayerNorm(0 + x)). Full size; read back by ft.load_model (or ft.load_pruned).
+    head's Q/K/V (and DeBERTa's pos_q/pos_k) rows and W_O columns; a pruned FFN's weights and its output
+    bias, so HF's layer output is LayerNorm(0 + x) post-norm, x + 0 pre-norm). The family names the
+    weights and writes config.json (ModernBERT's q/k/v and up/gate fused again). Full size; read back by
+    ft.load_model (or ft.load_pruned).
 Both copy the tokenizer files of `model.name_or_path` when that is a directory. Each export is atomic per
 directory: it is written into a temporary directory next to `path`, which then replaces `path` only once it
 is complete; a failed export leaves an earlier one at `path` as it was.
@@ -24,9 +26,10 @@ from dataclasses import fields
 
 import torch
 
-from .config import MODEL_TYPES, EncoderConfig
-from .convert import base_prefix, encoder_pairs, head_pairs
 from ..utils import fsync_path
+from .blocks import HEAD_COLUMN_LINEARS, HEAD_ROW_LINEARS
+from .config import MODEL_TYPES, EncoderConfig
+from .convert import hf_tensors
 from .encoder import TicketModel
 
 FORMATS = ("compact", "hf")
@@ -36,14 +39,7 @@ CONFIG_FILE = "fastticket_config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.txt", "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
-_HF_ARCHITECTURE = {
-    "bert": "BertForSequenceClassification",
-    "roberta": "RobertaForSequenceClassification",
-    "xlm-roberta": "XLMRobertaForSequenceClassification",
-    "camembert": "CamembertForSequenceClassification",
-    "electra": "ElectraForSequenceClassification",
-    "distilbert": "DistilBertForSequenceClassification",
-}
+
 
 
 def export(model: TicketModel, path, format: str = "compact") -> str:
@@ -78,51 +74,47 @@ def expanded_state_dict(model: TicketModel) -> dict[str, torch.Tensor]:
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if not cfg.is_compact:
         return state
-    d, hidden, inner = cfg.head_dim, cfg.hidden_size, cfg.num_heads * cfg.head_dim
-    like = state["layers.0.attention.o.bias"]
-    zeros = lambda *shape: torch.zeros(shape, dtype=like.dtype, device=like.device)  # noqa: E731
-    for l in range(cfg.num_layers):
-        att, ffn = f"layers.{l}.attention.", f"layers.{l}.ffn."
-        held = cfg.layer_heads(l)
+    with torch.device("meta"):
+        full = TicketModel(cfg.full()).state_dict()
+    like = next(iter(state.values()))
+    d = cfg.head_dim
+    out = {}
+    for name, meta in full.items():
+        if name in state and state[name].shape == meta.shape:
+            out[name] = state[name]
+            continue
+        out[name] = torch.zeros(meta.shape, dtype=like.dtype, device=like.device)
+        layer, module = _layer_and_module(name)
+        held = cfg.layer_heads(layer) if layer is not None else []
+        if name not in state or not held:
+            continue  # a pruned FFN's weights, or a head weight of a layer that holds no head: zeros
         rows = torch.tensor([h * d + i for h in held for i in range(d)], dtype=torch.long, device=like.device)
-        for p in ("q", "k", "v"):
-            w, b = zeros(inner, hidden), zeros(inner)
-            if held:
-                w[rows] = state[f"{att}{p}.weight"]
-                b[rows] = state[f"{att}{p}.bias"]
-            state[f"{att}{p}.weight"], state[f"{att}{p}.bias"] = w, b
-        o = zeros(hidden, inner)
-        if held:
-            o[:, rows] = state[f"{att}o.weight"]
-        state[f"{att}o.weight"] = o
-        if not cfg.layer_has_ffn(l):
-            state[f"{ffn}up.weight"], state[f"{ffn}up.bias"] = zeros(cfg.intermediate_size, hidden), zeros(cfg.intermediate_size)
-            state[f"{ffn}down.weight"], state[f"{ffn}down.bias"] = zeros(hidden, cfg.intermediate_size), zeros(hidden)
-    return state
+        if module in HEAD_ROW_LINEARS:
+            out[name][rows] = state[name]
+        elif module in HEAD_COLUMN_LINEARS:
+            out[name][:, rows] = state[name]
+        else:
+            raise ValueError(f"cannot expand {name} of shape {tuple(state[name].shape)} to {tuple(meta.shape)}")
+    return out
+
+
+def _layer_and_module(name: str) -> tuple[int | None, str | None]:
+    """layers.<l>.attention.<module>.<param> -> (l, module); (l, None) for other layer weights; (None, None)."""
+    parts = name.split(".")
+    if parts[0] != "layers":
+        return None, None
+    return int(parts[1]), (parts[3] if parts[2] == "attention" and len(parts) == 5 else None)
 
 
 def hf_config_dict(config: EncoderConfig) -> dict:
     """config.json for the source family: the source config (config.hf_config) with the architecture and
-    every field our config holds (sizes, dropouts, labels) set from `config`."""
+    every field our config holds (sizes, dropouts, options, labels) set by the family from `config`."""
+    family = config.family_adapter
     c = {k: v for k, v in dict(config.hf_config).items() if not k.startswith("_")}
     # a config built by hand (no source) may carry the default hf_model_type of another family
-    model_type = config.hf_model_type if MODEL_TYPES.get(config.hf_model_type) == config.family else config.family
-    c.update(model_type=model_type, architectures=[_HF_ARCHITECTURE[model_type]],
-             vocab_size=config.vocab_size, max_position_embeddings=config.max_position_embeddings,
-             pad_token_id=config.pad_token_id, initializer_range=config.initializer_range)
-    if config.family == "distilbert":
-        c.update(dim=config.hidden_size, n_layers=config.num_layers, n_heads=config.num_heads,
-                 hidden_dim=config.intermediate_size, activation=config.hidden_act, dropout=config.hidden_dropout,
-                 attention_dropout=config.attention_dropout, seq_classif_dropout=config.task_dropout,
-                 sinusoidal_pos_embds=config.sinusoidal_positions)
-    else:
-        c.update(hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
-                 num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size,
-                 type_vocab_size=config.type_vocab_size, hidden_act=config.hidden_act,
-                 layer_norm_eps=config.layer_norm_eps, hidden_dropout_prob=config.hidden_dropout,
-                 attention_probs_dropout_prob=config.attention_dropout, classifier_dropout=config.classifier_dropout)
-        if config.family == "electra":
-            c["embedding_size"] = config.embedding_size or config.hidden_size
+    model_type = config.hf_model_type if MODEL_TYPES.get(config.hf_model_type) == config.family else family.model_types[0]
+    c.update(family.hf_config(config))
+    c.update(model_type=model_type, architectures=[family.architectures[model_type]])
     id2label = c.get("id2label") or {}
     if len(id2label) != config.num_labels:
         id2label = {i: f"LABEL_{i}" for i in range(config.num_labels)}
@@ -141,13 +133,7 @@ def hf_config_dict(config: EncoderConfig) -> dict:
 
 def _write_hf(model: TicketModel, directory: str) -> None:
     cfg = model.config
-    full = cfg.full()
-    state = expanded_state_dict(model)
-    prefix = base_prefix(full) + "."
-    names = [(ours, prefix + hf) for ours, hf in encoder_pairs(full)] + head_pairs(full, prefix)
-    tensors = {hf: state[ours].contiguous() for ours, hf in names}
-    if len(tensors) != len(state):  # every parameter has an HF name (nothing silently dropped)
-        raise ValueError(f"cannot name {sorted(set(state) - {o for o, _ in names})} in the HF format")
+    tensors = hf_tensors(expanded_state_dict(model), cfg.full())
     hf_cfg = hf_config_dict(cfg)
     hf_cfg["dtype"] = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
     _write_json(os.path.join(directory, "config.json"), hf_cfg)

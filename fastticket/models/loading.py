@@ -9,8 +9,9 @@ import warnings
 import torch
 
 from .config import MODEL_TYPES, EncoderConfig
-from .convert import encoder_pairs, find_base_prefix, head_pairs, normalize_hf_state_dict
+from .convert import find_base_prefix, normalize_hf_state_dict, split_fused
 from .encoder import TicketModel
+from .families import family_of_model_type
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -63,9 +64,27 @@ def _read_config(path: str) -> dict:
         raw = json.load(f)
     if raw.get("model_type") not in MODEL_TYPES:
         raise ValueError(f"checkpoint {path!r} has model_type {raw.get('model_type')!r}; allowed: {sorted(MODEL_TYPES)}")
+    require_transformers_family(raw["model_type"])
     from transformers import AutoConfig  # fills the family's defaults the file leaves out
 
     return AutoConfig.from_pretrained(path).to_dict()
+
+
+def require_transformers_family(model_type: str) -> None:
+    """Refuses a family the installed transformers does not have (ModernBERT before 4.48): its config class
+    supplies the defaults a config.json leaves out."""
+    import transformers
+
+    needed = family_of_model_type(model_type).transformers_class
+    if needed and not transformers_has(needed):
+        raise ValueError(f"model_type {model_type!r} needs transformers.{needed}, which the installed transformers "
+                         f"{transformers.__version__} does not have; allowed here: a newer transformers for this family")
+
+
+def transformers_has(name: str) -> bool:
+    import transformers
+
+    return hasattr(transformers, name)
 
 
 def _read_weights(path: str) -> dict:
@@ -93,29 +112,36 @@ def _read_file(file: str) -> dict:
 
 
 def _copy_weights(model: TicketModel, state: dict, seed: int) -> None:
-    prefix = find_base_prefix(state)
+    """Every encoder weight from `state` (HF names, fused tensors split); the head too when the checkpoint
+    has one of the right size, else a fresh task layer from `seed` over the pre-trained pooler if it has one."""
+    cfg, family = model.config, model.family
+    prefix = find_base_prefix(state, family.anchor)
     ours = model.state_dict()
-    missing = [hf for _, hf in encoder_pairs(model.config) if prefix + hf not in state]
+    names = family.encoder_weights(cfg)
+    missing = [hf for _, hf in names if prefix + hf not in state]
     if missing:
         raise ValueError(f"checkpoint is missing encoder weights, e.g. {missing[:3]} ({len(missing)} in all)")
     with torch.no_grad():
-        for name, hf in encoder_pairs(model.config):
-            _copy(ours[name], state[prefix + hf], hf)
-        head = head_pairs(model.config, prefix)
-        have_head = all(hf in state and state[hf].shape == ours[name].shape for name, hf in head)
-        if have_head:
-            for name, hf in head:
-                _copy(ours[name], state[hf], hf)
-        else:
-            model.reset_head(seed)
-            pooler = head[:2]  # BERT keeps its pre-trained pooler when only the classifier is new
-            kept = model.config.family == "bert" and all(hf in state and state[hf].shape == ours[n].shape for n, hf in pooler)
-            if kept:
-                for name, hf in pooler:
-                    _copy(ours[name], state[hf], hf)
-            warnings.warn(f"checkpoint has no {model.config.family} classifier with {model.config.num_labels} labels: "
-                          f"initialized a new task head from seed {seed}" + (" (kept the pre-trained pooler)" if kept else ""),
-                          stacklevel=3)
+        for targets, hf in names:
+            parts = split_fused(state[prefix + hf], [ours[t].shape for t in targets], hf) if len(targets) > 1 else [state[prefix + hf]]
+            for target, part in zip(targets, parts):
+                _copy(ours[target], part, hf)
+        pooler, classifier = family.pooler_weights(cfg, prefix), family.classifier_weights(cfg, prefix)
+        found = lambda pairs: all(hf in state and state[hf].shape == ours[o[0]].shape for o, hf in pairs)  # noqa: E731
+        has_pooler = found(pooler)
+        cfg.pretrained_pooler = family.has_pretrained_pooler and has_pooler
+        if has_pooler and found(classifier):
+            for (target,), hf in pooler + classifier:
+                _copy(ours[target], state[hf], hf)
+            return
+        model.reset_head(seed)
+        kept = cfg.pretrained_pooler
+        if kept:
+            for (target,), hf in pooler:
+                _copy(ours[target], state[hf], hf)
+        warnings.warn(f"checkpoint has no {cfg.family} classifier with {cfg.num_labels} labels: "
+                      f"initialized a new task head from seed {seed}" + (" (kept the pre-trained pooler)" if kept else ""),
+                      stacklevel=3)
 
 
 def _copy(dst: torch.Tensor, src: torch.Tensor, name: str) -> None:

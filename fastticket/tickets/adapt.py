@@ -32,7 +32,7 @@ def with_task_head(model: TicketModel, num_labels: int, seed: int = 0) -> Ticket
     net = copy.deepcopy(model)
     cfg = replace(net.config, num_labels=num_labels, hf_config=dict(net.config.hf_config))
     head = ClassificationHead(cfg).to(device=model.embeddings.word.weight.device, dtype=model.embeddings.word.weight.dtype)
-    head.dense.load_state_dict(model.head.dense.state_dict())
+    head.load_state_dict({k: v for k, v in model.head.state_dict().items() if not k.startswith("out.")}, strict=False)
     net.config, net.head = cfg, head
     net.reset_head(seed, keep_pooler=True)
     return net

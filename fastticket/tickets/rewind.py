@@ -15,6 +15,7 @@ from dataclasses import replace
 import torch
 
 from ..models import TicketModel
+from ..models.blocks import HEAD_COLUMN_LINEARS, HEAD_ROW_LINEARS
 from .ticket import Ticket
 
 
@@ -64,21 +65,24 @@ def rewind(model: TicketModel, ticket: Ticket) -> TicketModel:
 
 
 def _compact_layer(state: dict, prefix: str, positions: list[int], held: int, head_dim: int, keep_ffn: bool) -> None:
-    """Slices one layer's entries of `state` (in place) down to the heads at `positions` of the `held` ones."""
+    """Slices one layer's entries of `state` (in place) down to the heads at `positions` of the `held` ones:
+    the per-head rows of Q/K/V (and DeBERTa's pos_q/pos_k), the per-head columns of W_O; a pruned FFN loses
+    every weight (its LayerNorm stays)."""
     att = prefix + "attention."
     if not positions:
-        for p in ("q", "k", "v"):
+        for p in HEAD_ROW_LINEARS + HEAD_COLUMN_LINEARS:
             state.pop(f"{att}{p}.weight", None)
-            state.pop(f"{att}{p}.bias", None)
-        state.pop(f"{att}o.weight", None)  # the layer is LayerNorm(b_O + x): only W_O's bias stays
+            if p in HEAD_ROW_LINEARS:
+                state.pop(f"{att}{p}.bias", None)  # the layer adds W_O's bias (if any): it stays
     elif len(positions) != held:
-        device = state[f"{att}o.bias"].device
+        device = state[f"{att}q.weight"].device
         rows = torch.tensor([p * head_dim + i for p in positions for i in range(head_dim)], dtype=torch.long, device=device)
-        for p in ("q", "k", "v"):
-            state[f"{att}{p}.weight"] = state[f"{att}{p}.weight"].index_select(0, rows)
-            state[f"{att}{p}.bias"] = state[f"{att}{p}.bias"].index_select(0, rows)
-        state[f"{att}o.weight"] = state[f"{att}o.weight"].index_select(1, rows)
+        for p in HEAD_ROW_LINEARS:
+            for name in (f"{att}{p}.weight", f"{att}{p}.bias"):
+                if name in state:
+                    state[name] = state[name].index_select(0, rows)
+        for p in HEAD_COLUMN_LINEARS:
+            state[f"{att}{p}.weight"] = state[f"{att}{p}.weight"].index_select(1, rows)
     if not keep_ffn:
-        for p in ("up", "down"):
-            state.pop(f"{prefix}ffn.{p}.weight", None)
-            state.pop(f"{prefix}ffn.{p}.bias", None)
+        for name in [n for n in state if n.startswith(f"{prefix}ffn.") and not n.startswith(f"{prefix}ffn.norm.")]:
+            state.pop(name)

@@ -211,7 +211,7 @@ def build_shared(model: TicketModel, tasks: dict, tickets: dict, seed: int = 0, 
         head = ClassificationHead(replace(model.config, num_labels=task.num_labels))
         head.load_state_dict({k: v for k, v in model.head.state_dict().items() if not k.startswith("out.")}, strict=False)
         gen = torch.Generator().manual_seed(seed + 1000 * i)
-        layers = (head.out,) if model.config.family == "bert" else (head.dense, head.out)
+        layers = (head.out,) if model.family.pooler_is_pretrained(model.config) else (head.dense, head.out)
         with torch.no_grad():
             for lin in layers:
                 lin.weight.copy_(torch.empty(lin.weight.shape).normal_(0.0, model.config.initializer_range, generator=gen))

@@ -6,7 +6,7 @@ import torch
 import fastticket as ft
 from fastticket import reference
 from fastticket.data import iterate_batches
-from fastticket.models import encoder as encoder_module
+from fastticket.models import blocks as encoder_module  # where the encoder calls the fused ops
 from fastticket.models import task_loss
 from tests.helpers import tiny_model, tokenized_dataset
 

@@ -12,7 +12,18 @@ from tests.helpers import tiny_model
 
 L, H, D, HIDDEN, INTER = 3, 4, 8, 32, 37  # tests.helpers.tiny_config: hidden = 8 * heads, intermediate 37
 FAMILIES = {"bert": {}, "roberta": {"pad_token_id": 1}, "distilbert": {"type_vocab_size": 0},
-            "electra-project": {"family": "electra", "embedding_size": 16}}
+            "electra-project": {"family": "electra", "embedding_size": 16},
+            # DeBERTa-v3 style (shared keys, buckets) and v2 style (own pos_q / pos_k projections: sliced per head)
+            "deberta-v3": {"family": "deberta-v2", "type_vocab_size": 0, "relative_attention": True, "position_buckets": 4,
+                           "max_relative_positions": 16, "pos_att_type": ["c2p", "p2c"], "share_att_key": True,
+                           "absolute_positions": False, "norm_rel_ebd": True},
+            "deberta-v2": {"family": "deberta-v2", "relative_attention": True, "max_relative_positions": 4,
+                           "pos_att_type": ["c2p", "p2c"], "embedding_size": 16},
+            # pre-norm, no biases, GeGLU, rotary, layer 1 local (window 2)
+            "modernbert": {"family": "modernbert", "type_vocab_size": 0, "layer_windows": [None, 2, None],
+                           "rope_theta": 1000.0, "local_rope_theta": 100.0},
+            "modernbert-bias": {"family": "modernbert", "type_vocab_size": 0, "layer_windows": [2, None, 2],
+                                "attention_bias": True, "mlp_bias": True, "norm_bias": True, "pooling": "mean"}}
 
 
 def make(family, seed=0):
@@ -96,6 +107,19 @@ def test_parameters_drop_by_exactly_the_pruned_structures():
                 assert att.q is None and att.k is None and att.v is None and not hasattr(att.o, "weight")
             assert (layer.ffn.up is None) == (not bool(ticket.ffn[l]))
         assert not any(p.numel() == 0 for p in compact.parameters())  # nothing is kept as an empty tensor
+
+
+@pytest.mark.parametrize("family, per_head, per_ffn", [
+    ("deberta-v2", 6 * D * HIDDEN + 5 * D, 2 * INTER * HIDDEN + INTER + HIDDEN),  # + pos_q / pos_k rows and biases
+    ("modernbert", 4 * D * HIDDEN, 3 * INTER * HIDDEN),  # no biases; GeGLU: up, gate, down
+])
+def test_parameters_drop_by_exactly_the_pruned_structures_of_new_families(family, per_head, per_ffn):
+    model = make(family)
+    for name, ticket in TICKETS.items():
+        compact = rewind(model, ticket)
+        pruned_heads, pruned_ffn = int((~ticket.heads).sum()), int((~ticket.ffn).sum())
+        assert num_params(model) - num_params(compact) == pruned_heads * per_head + pruned_ffn * per_ffn, name
+        assert not any(p.numel() == 0 for p in compact.parameters())
 
 
 def test_weights_are_copies_of_the_surviving_slices():
