@@ -77,7 +77,7 @@ class _Attention(torch.autograd.Function):
 
 def cpp_masked_attention(q, k, v, head_scale, lengths, dropout_p, softmax_scale, abs_probe):
     if dropout_p > 0.0:  # no dropout in the C++ kernel: the torch backend's (SDPA) dropout, same semantics
-        return _attention._torch_backend(q, k, v, head_scale, lengths, dropout_p, softmax_scale, abs_probe)
+        return _attention.torch_masked_attention(q, k, v, head_scale, lengths, dropout_p, softmax_scale, abs_probe)
     if softmax_scale is None:
         softmax_scale = 1.0 / math.sqrt(q.shape[-1])
     if lengths is not None:
@@ -94,15 +94,17 @@ class _ResidualLayerNorm(torch.autograd.Function):
         batch = x.shape[0]
         s = None if scale is None else scale.detach().float().expand(batch).contiguous()
         x32, r32 = _f32(x), _f32(residual)
-        w32, b32 = weight.detach().float().contiguous(), bias.detach().float().contiguous()
+        w32 = weight.detach().float().contiguous()
+        b32 = torch.zeros_like(w32) if bias is None else bias.detach().float().contiguous()  # no bias: zeros
         y, mean, rstd = torch.ops.fastticket.rln_fwd(x32, r32, s, w32, b32, eps)
         ctx.set_materialize_grads(True)
-        ctx.dtypes = (x.dtype, residual.dtype, weight.dtype, bias.dtype)
+        ctx.dtypes = (x.dtype, residual.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.scale_shape = None if scale is None else scale.shape
         ctx.scale_dtype = None if scale is None else scale.dtype
         if any(ctx.needs_input_grad[:6]):
             ctx.save_for_backward(x32, r32, s, w32, mean, rstd)
-        return y if x.dtype == torch.float32 else y.to(x.dtype)
+        out_dtype = torch.promote_types(x.dtype, residual.dtype)
+        return y if out_dtype == torch.float32 else y.to(out_dtype)
 
     @staticmethod
     def backward(ctx, dy):
