@@ -297,19 +297,18 @@ def _attn_bwd_dq(
 
 # ------------------------------------------------------------------------------- configurations and grids
 
-FUSED_MAX_TILE = 256 * 64  # keys × padded head dim held by one fused program (registers: no spills at sm_90)
+def use_fused(seq: int, dim: int, dropout: bool = False) -> bool:
+    """The one-kernel backward when every key of a head fits one tile: T ≤ 256 at D ≤ 64, T ≤ 128 at D = 64
+    with dropout (the RNG's registers would spill at 256); D > 64 and longer T take the three kernels."""
+    tile = t_bucket(seq) * block_d(dim)
+    return t_bucket(seq) <= 256 and block_d(dim) <= 64 and tile <= (128 * 64 if dropout else 256 * 64)
 
 
-def use_fused(seq: int, dim: int) -> bool:
-    """The one-kernel backward when every key of a head fits one tile: T ≤ 256 at D ≤ 64, T ≤ 128 at D = 128."""
-    return t_bucket(seq) <= 256 and t_bucket(seq) * block_d(dim) <= FUSED_MAX_TILE
-
-
-# T bucket -> (BLOCK_M, warps) tried for the fused kernel; BLOCK_N is the bucket. (64, 8) at 128 spills with
-# dropout's RNG, so dropout drops it (test_sm90_compile checks every kept one).
-FUSED_TABLE = {16: [(16, 4)], 32: [(16, 4), (32, 4)], 64: [(32, 4), (64, 4)], 128: [(64, 8), (32, 8)],
-               256: [(32, 8), (16, 8)]}
-SPILLS_WITH_DROPOUT = {(128, 64)}  # (bucket, BLOCK_M)
+# T bucket -> (BLOCK_M, warps) tried by the fused kernel; BLOCK_N is the bucket. LEAN_ONLY spills with
+# dropout, a window, a bias or fp32 inputs: it serves the plain 16-bit importance / fine-tuning call only.
+FUSED_TABLE = {16: [(16, 4)], 32: [(16, 4), (32, 4)], 64: [(32, 4), (64, 4)], 128: [(64, 8), (32, 8), (16, 8)],
+               256: [(16, 8)]}
+LEAN_ONLY = {(64, 64, 4), (128, 64, 8)}  # (bucket, BLOCK_M, warps)
 
 
 def _fused_configs():
@@ -321,20 +320,25 @@ def _fused_configs():
 
 def prune_fused(configs, named_args, **kwargs):
     bucket = named_args["T_BUCKET"]
-    wanted = [p for p in FUSED_TABLE[bucket] if not (kwargs.get("DROPOUT") and (bucket, p[0]) in SPILLS_WITH_DROPOUT)]
+    q = named_args.get("Q")
+    lean = not any(kwargs.get(f) for f in ("DROPOUT", "WINDOWED", "HAS_BIAS")) and \
+        not str(getattr(q, "dtype", q)).endswith("float32")  # a tensor, or a dtype when only compiling
+    wanted = [(m, w) for m, w in FUSED_TABLE[bucket] if lean or (bucket, m, w) not in LEAN_ONLY]
     kept = [c for c in configs if (c.kwargs["BLOCK_M"], c.num_warps) in wanted]
     return kept or configs[:1]
 
 
-LONG_CONFIGS = tile_configs([(64, 128, 8, 2), (64, 64, 4, 2), (32, 128, 8, 2), (128, 64, 8, 2)])
+# the long path: program tile × inner tile that spill in no variant at D = 64 (test_sm90_compile)
+DKDV_CONFIGS = tile_configs([(32, 128, 8, 2), (64, 64, 8, 2), (32, 64, 4, 2)])  # BLOCK_N keys per program
+DQ_CONFIGS = tile_configs([(128, 32, 8, 2), (64, 32, 4, 2), (32, 128, 8, 2)])  # BLOCK_M queries per program
 PREP = dict(BLOCK_M=64, BLOCK_N=64, num_warps=4)
 FUSED_KEY = TUNING_KEY + ["NEED_QKV", "BIAS_GRAD"]
 
 attn_bwd_fused = triton.autotune(_fused_configs(), key=FUSED_KEY, prune_configs_by={"early_config_prune": prune_fused})(
     _attn_bwd_fused)
 attn_bwd_prep = _attn_bwd_prep  # cheap and memory-bound: one fixed configuration (PREP)
-attn_bwd_dkdv = triton.autotune(LONG_CONFIGS, key=TUNING_KEY, prune_configs_by={"early_config_prune": prune})(_attn_bwd_dkdv)
-attn_bwd_dq = triton.autotune(LONG_CONFIGS, key=TUNING_KEY + ["BIAS_GRAD"], prune_configs_by={"early_config_prune": prune})(
+attn_bwd_dkdv = triton.autotune(DKDV_CONFIGS, key=TUNING_KEY, prune_configs_by={"early_config_prune": prune})(_attn_bwd_dkdv)
+attn_bwd_dq = triton.autotune(DQ_CONFIGS, key=TUNING_KEY + ["BIAS_GRAD"], prune_configs_by={"early_config_prune": prune})(
     _attn_bwd_dq)
 
 

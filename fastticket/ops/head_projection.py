@@ -180,7 +180,7 @@ class _TritonHeadProjection(torch.autograd.Function):
         return dx, dw, db, None, None, None
 
 
-def _triton_backend(x, weight, bias, heads, head_dim, mode):
+def triton_head_projection(x, weight, bias, heads, head_dim, mode):
     return _TritonHeadProjection.apply(x, weight, bias, heads, head_dim, mode)
 
 
@@ -188,7 +188,7 @@ def _register_triton() -> None:
     from . import triton_backend as tb
 
     if tb.HAS_TRITON:
-        dispatch.register(OP, "triton", _triton_backend, supports=tb.supports, prefers=tb.prefers)
+        dispatch.register(OP, "triton", triton_head_projection, supports=tb.supports, prefers=tb.prefers)
 
 
 _register_triton()

@@ -99,7 +99,7 @@ class _TritonAttention(torch.autograd.Function):
 
 def _use_fused(pb: _Problem) -> bool:
     _, attn_bwd, _ = tb.kernels()
-    return attn_bwd.use_fused(pb.seq, pb.dim)
+    return attn_bwd.use_fused(pb.seq, pb.dim, pb.dropout_p > 0.0)
 
 
 def _reduce_to(grad: torch.Tensor, shape: tuple) -> torch.Tensor:

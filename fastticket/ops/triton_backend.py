@@ -4,9 +4,10 @@ kernels/residual_layernorm.py), registered for masked_attention and masked_resid
 Triton is imported lazily, on the first call: `import fastticket` works where triton is not installed
 (nothing is registered then), and TRITON_INTERPRET may be set any time before the first call. The
 backend runs CUDA tensors (fp32/fp16/bf16) and, under TRITON_INTERPRET=1, CPU tensors in fp32/fp16 (tests
-only: the interpreter mishandles bf16, and it is far too slow for "auto"). On CUDA, "auto" takes the
-attention kernel only for calls that need a mask gradient or probe (ops/attention.py); fp32 there runs
-its dots as 3×TF32 (tensor cores, about fp32's accuracy; plain fp32 dots compile to spilling FMA code).
+only: the interpreter mishandles bf16, and it is far too slow for "auto"). On CUDA, "auto" takes it for
+fp16/bf16 only, and the attention kernel only for calls that need a mask gradient or probe
+(ops/attention.py). fp32 on CUDA (backend="triton" named) runs its dots in TF32 on the tensor cores: plain
+fp32 dots compile to FMA code that spills, 3×TF32 spills in the backward; "auto" sends fp32 to SDPA.
 
 Attention I/O makes no full-tensor copy: q/k/v/dout are read through their strides (only a
 non-contiguous last dim is copied), out and dq/dk/dv are allocated [B, T, H, D] and returned as [B, H, T, D]
@@ -28,6 +29,7 @@ from . import dispatch
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 INTERPRET_DTYPES = (torch.float32, torch.float16)
 MAX_GRID_Y = 65535  # CUDA's limit on grid axis 1 (query tiles); axis 0 (B·H) allows 2^31 − 1
 INT32_MAX = 2**31 - 1
@@ -47,8 +49,9 @@ def supports(*tensors) -> bool:
 
 
 def prefers(*tensors) -> bool:
+    """auto's rule: CUDA fp16/bf16 (fp32 goes to the vendor path, exact where TF32 would not be)."""
     ts = [t for t in tensors if t is not None]
-    return HAS_TRITON and bool(ts) and all(t.is_cuda and t.dtype in GPU_DTYPES for t in ts) and not interpreting()
+    return HAS_TRITON and bool(ts) and all(t.is_cuda and t.dtype in HALF_DTYPES for t in ts) and not interpreting()
 
 
 def kernels():
@@ -66,10 +69,8 @@ def launch(kernel, grid, *args, **meta) -> None:
 
 
 def precision(t: torch.Tensor) -> str:
-    """tl.dot's input precision: 3×TF32 for fp32 on a GPU, exact fp32 in the interpreter; 16-bit ignores it."""
-    if t.dtype != torch.float32:
-        return "tf32"
-    return "tf32x3" if t.is_cuda and not interpreting() else "ieee"
+    """tl.dot's input precision: TF32 for fp32 on a GPU, exact fp32 in the interpreter; 16-bit ignores it."""
+    return "ieee" if t.dtype == torch.float32 and interpreting() else "tf32"
 
 
 def draw_seed() -> int:

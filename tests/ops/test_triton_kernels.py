@@ -187,7 +187,7 @@ def test_long_path_equals_fused_path(monkeypatch, window, bias):
     if bias:
         kw["attn_bias"] = randn((2, 1, 40, 40), 501).float().to(DEVICE)
     fused = _run_triton(q, k, v, hs, lengths, g, **kw)
-    monkeypatch.setattr(attention_backward, "use_fused", lambda seq, dim: False)
+    monkeypatch.setattr(attention_backward, "use_fused", lambda seq, dim, dropout=False: False)
     long = _run_triton(q, k, v, hs, lengths, g, **kw)
     assert torch.equal(fused[0], long[0]), "the forward must not depend on the backward path"
     for name in fused[1]:
@@ -197,9 +197,9 @@ def test_long_path_equals_fused_path(monkeypatch, window, bias):
 def test_fused_up_to_256_then_long():
     from fastticket.kernels import attention_backward as ab
 
-    assert ab.use_fused(256, 64) and ab.use_fused(1, 32) and ab.use_fused(128, 128) and ab.use_fused(17, 256)
-    assert not ab.use_fused(257, 64) and not ab.use_fused(129, 128) and not ab.use_fused(33, 512)
-    assert not ab.use_fused(1024, 16)
+    assert ab.use_fused(256, 64) and ab.use_fused(1, 32) and ab.use_fused(128, 64, dropout=True)
+    assert ab.use_fused(256, 32, dropout=True) and not ab.use_fused(256, 64, dropout=True)
+    assert not ab.use_fused(257, 64) and not ab.use_fused(17, 128) and not ab.use_fused(1024, 16)
 
 
 def test_layout_no_copies_and_only_wanted_grads(monkeypatch):
@@ -238,7 +238,9 @@ def test_interpreter_runs_one_config_per_kernel():
         assert len(kernel.configs) == 1  # no tuning runs under TRITON_INTERPRET
 
 
-def test_every_bucket_has_configs_and_dropout_skips_the_spilling_one():
+def test_every_bucket_has_configs_and_heavy_variants_skip_the_lean_one():
+    """Each T bucket keeps tiles no larger than itself; the fused kernel's lean-only config (it spills with
+    dropout, a window, a bias or fp32) serves the plain 16-bit call only."""
     import triton
 
     from fastticket.kernels import attention as fwd, attention_backward as bwd
@@ -247,11 +249,16 @@ def test_every_bucket_has_configs_and_dropout_skips_the_spilling_one():
     tiles = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}) for m in (16, 32, 64, 128) for n in (16, 32, 64, 128)]
     for bucket in (16, 32, 64, 128, 256, 512, 4096):
         kept = fwd.prune(tiles, {"T_BUCKET": bucket})
-        assert kept and all(c.kwargs["BLOCK_M"] <= bucket and c.kwargs["BLOCK_N"] <= bucket for c in kept)
+        assert kept and all(max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) <= bucket for c in kept)
         if bucket <= 256:
             assert bwd.prune_fused(fused, {"T_BUCKET": bucket})
-    with_dropout = bwd.prune_fused(fused, {"T_BUCKET": 128}, DROPOUT=True)
-    assert with_dropout and all((128, c.kwargs["BLOCK_M"]) not in bwd.SPILLS_WITH_DROPOUT for c in with_dropout)
+    lean = {(c.kwargs["BLOCK_M"], c.num_warps) for c in bwd.prune_fused(fused, {"T_BUCKET": 128, "Q": torch.empty(0, dtype=torch.bfloat16)})}
+    assert (64, 8) in lean
+    for heavy in (dict(DROPOUT=True), dict(WINDOWED=True), dict(HAS_BIAS=True)):
+        kept = {(c.kwargs["BLOCK_M"], c.num_warps) for c in bwd.prune_fused(fused, {"T_BUCKET": 128}, **heavy)}
+        assert kept and (64, 8) not in kept
+    fp32 = bwd.prune_fused(fused, {"T_BUCKET": 128, "Q": torch.empty(0)})
+    assert (64, 8) not in {(c.kwargs["BLOCK_M"], c.num_warps) for c in fp32}
 
 
 def test_too_large_grid_is_one_value_error(monkeypatch):
