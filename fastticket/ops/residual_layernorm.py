@@ -54,7 +54,8 @@ def _check(x, residual, scale, weight, bias, abs_probe) -> None:
 
 
 def torch_masked_residual_layernorm(x, residual, scale, weight, bias, eps, abs_probe):
-    z = apply_scale(x, scale, abs_probe) + residual
+    dtype = torch.promote_types(x.dtype, residual.dtype)  # mixed (autocast): scale·x in the wider dtype
+    z = apply_scale(x.to(dtype), scale, abs_probe) + residual.to(dtype)
     if z.device.type == "cpu" and z.dtype in (torch.float16, torch.bfloat16):
         # CPU layer_norm's backward sums dweight/dbias over B·T in half precision (errors of several % at
         # B·T ~ 1000); compute in fp32 and round once, as the GPU kernels effectively do.
