@@ -3,8 +3,9 @@
 //   forward : y = LayerNorm(s_b x + residual) w + b, mean/rstd per row saved;
 //   backward: dz, dx = s_b dz, dresidual = dz, r_t = <dz_t, x_t> per row; then the mask-gradient
 //             reduction r_sum[b] = sum_t r_t, r_abs[b] = sum_t |r_t| (one block per example) and dweight /
-//             dbias as column sums in row order. Fixed block sizes and fixed reduction trees: no atomics,
-//             bit-identical repeats.
+//             dbias as column sums over the whole GPU: blocks of 32 columns x kChunkRows rows write partial
+//             sums (8 row lanes per column, combined in shared memory in a fixed order), one pass adds the
+//             chunks in order. Fixed block sizes and reduction trees: no atomics, bit-identical repeats.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -102,23 +103,57 @@ __global__ void mask_grad_reduce_kernel(const float* __restrict__ r, float* __re
   }
 }
 
-// dweight[j] = sum_n dy[n, j] zhat[n, j], dbias[j] = sum_n dy[n, j]: one thread per column, rows in order.
-__global__ void rln_bwd_cols_kernel(const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ res,
-                                    const float* __restrict__ scale, const float* __restrict__ mean_in,
-                                    const float* __restrict__ rstd_in, float* __restrict__ dw, float* __restrict__ db,
-                                    int64_t N, int64_t T, int64_t C) {
+constexpr int kColTile = 32;     // columns per block (one warp row: coalesced loads)
+constexpr int kRowLanes = 8;     // rows read side by side per block
+constexpr int kChunkRows = 128;  // rows per partial sum
+
+// Partial column sums of dy * zhat and dy over rows [chunk * kChunkRows, +kChunkRows): grid (column tiles,
+// chunks), block (kColTile, kRowLanes); lane y takes rows y, y + kRowLanes, ... of the chunk in order.
+__global__ void rln_bwd_cols_partial_kernel(const float* __restrict__ dy, const float* __restrict__ x,
+                                            const float* __restrict__ res, const float* __restrict__ scale,
+                                            const float* __restrict__ mean_in, const float* __restrict__ rstd_in,
+                                            float* __restrict__ part_w, float* __restrict__ part_b, int64_t N,
+                                            int64_t T, int64_t C) {
+  __shared__ float shw[kRowLanes][kColTile];
+  __shared__ float shb[kRowLanes][kColTile];
+  const int64_t j = (int64_t)blockIdx.x * kColTile + threadIdx.x;
+  const int64_t first = (int64_t)blockIdx.y * kChunkRows;
+  float aw = 0.0f, ab = 0.0f;
+  if (j < C) {
+    for (int64_t n = first + threadIdx.y; n < first + kChunkRows && n < N; n += kRowLanes) {
+      const float s = scale ? scale[n / T] : 1.0f;
+      const float zh = (s * x[n * C + j] + res[n * C + j] - mean_in[n]) * rstd_in[n];
+      const float g = dy[n * C + j];
+      aw += g * zh;
+      ab += g;
+    }
+  }
+  shw[threadIdx.y][threadIdx.x] = aw;
+  shb[threadIdx.y][threadIdx.x] = ab;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < C) {
+    float w = 0.0f, b = 0.0f;
+    for (int y = 0; y < kRowLanes; ++y) {
+      w += shw[y][threadIdx.x];
+      b += shb[y][threadIdx.x];
+    }
+    part_w[(int64_t)blockIdx.y * C + j] = w;
+    part_b[(int64_t)blockIdx.y * C + j] = b;
+  }
+}
+
+// dweight[j] = sum over chunks of part_w[chunk, j] (chunks in order); dbias alike.
+__global__ void rln_bwd_cols_final_kernel(const float* __restrict__ part_w, const float* __restrict__ part_b,
+                                          float* __restrict__ dw, float* __restrict__ db, int64_t chunks, int64_t C) {
   const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (j >= C) return;
-  float aw = 0.0f, ab = 0.0f;
-  for (int64_t n = 0; n < N; ++n) {
-    const float s = scale ? scale[n / T] : 1.0f;
-    const float zh = (s * x[n * C + j] + res[n * C + j] - mean_in[n]) * rstd_in[n];
-    const float g = dy[n * C + j];
-    aw += g * zh;
-    ab += g;
+  float w = 0.0f, b = 0.0f;
+  for (int64_t c = 0; c < chunks; ++c) {
+    w += part_w[c * C + j];
+    b += part_b[c * C + j];
   }
-  dw[j] = aw;
-  db[j] = ab;
+  dw[j] = w;
+  db[j] = b;
 }
 
 void check(const at::Tensor& t, const char* name) {
@@ -175,9 +210,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     mask_grad_reduce_kernel<<<(unsigned)B, kThreads, 0, stream>>>(r.data_ptr<float>(), r_sum.data_ptr<float>(),
                                                                    r_abs.data_ptr<float>(), T);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    rln_bwd_cols_kernel<<<(unsigned)((C + 127) / 128), 128, 0, stream>>>(
-        dy.data_ptr<float>(), x.data_ptr<float>(), res.data_ptr<float>(), sp, mean.data_ptr<float>(), rstd.data_ptr<float>(),
-        dw.data_ptr<float>(), db.data_ptr<float>(), N, T, C);
+    const int64_t chunks = (N + kChunkRows - 1) / kChunkRows;
+    at::Tensor part_w = at::empty({chunks, C}, x.options()), part_b = at::empty({chunks, C}, x.options());
+    const dim3 grid((unsigned)((C + kColTile - 1) / kColTile), (unsigned)chunks), block(kColTile, kRowLanes);
+    rln_bwd_cols_partial_kernel<<<grid, block, 0, stream>>>(
+        dy.data_ptr<float>(), x.data_ptr<float>(), res.data_ptr<float>(), sp, mean.data_ptr<float>(),
+        rstd.data_ptr<float>(), part_w.data_ptr<float>(), part_b.data_ptr<float>(), N, T, C);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    rln_bwd_cols_final_kernel<<<(unsigned)((C + 255) / 256), 256, 0, stream>>>(
+        part_w.data_ptr<float>(), part_b.data_ptr<float>(), dw.data_ptr<float>(), db.data_ptr<float>(), chunks, C);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return {dx, dres, dw, db, r_sum, r_abs};
