@@ -122,7 +122,7 @@ def _attn_fwd_rows(
 @triton.jit
 def _attn_fwd(
     Q, K, V, OUT, LSE, SCALE, LENS, BIAS,
-    sm_scale, seed, dropout_p, window,
+    sm_scale, seed, dropout_p, window, s_sb, s_sh,
     s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot, s_bb, s_bh, s_bt, s_bs,
     H, T, D, T_BUCKET,
     HAS_SCALE: tl.constexpr, HAS_LENS: tl.constexpr, HAS_BIAS: tl.constexpr, WINDOWED: tl.constexpr,
@@ -136,7 +136,7 @@ def _attn_fwd(
     h = bh % H
     L = T
     if HAS_LENS:
-        L = tl.minimum(tl.load(LENS + b), T)
+        L = tl.minimum(tl.load(LENS + b), T).to(tl.int32)
     q_idx = m0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     omask = (q_idx[:, None] < T) & (offs_d[None, :] < D)
@@ -150,7 +150,7 @@ def _attn_fwd(
         l_safe = tl.where(l_i > 0.0, l_i, 1.0)
         out = tl.where(q_idx[:, None] < L, acc / l_safe[:, None], 0.0)
         if HAS_SCALE:
-            out = out * tl.load(SCALE + bh)
+            out = out * tl.load(SCALE + b * s_sb + h * s_sh).to(tl.float32)
         tl.store(o_ptrs, out.to(OUT.dtype.element_ty), mask=omask)
         if STORE_LSE:
             tl.store(LSE + bh.to(tl.int64) * T + q_idx, m_i + tl.log2(l_safe), mask=q_idx < T)

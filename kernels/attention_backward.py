@@ -79,7 +79,7 @@ def _pruned_head_r(
 @triton.jit
 def _attn_bwd_fused(
     Q, K, V, DOUT, LSE, DQ, DK, DV, DBIAS, RSUM, RABS, SCALE, LENS, BIAS,
-    sm_scale, seed, dropout_p, window,
+    sm_scale, seed, dropout_p, window, s_sb, s_sh,
     s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_db, s_dh, s_dt, s_gb, s_gh, s_gt,
     s_bb, s_bh, s_bt, s_bs, s_xb, s_xh, s_xt, s_xs,
     H, T, D, T_BUCKET,
@@ -96,10 +96,10 @@ def _attn_bwd_fused(
     h = bh % H
     L = T
     if HAS_LENS:
-        L = tl.minimum(tl.load(LENS + b), T)
+        L = tl.minimum(tl.load(LENS + b), T).to(tl.int32)
     xi = 1.0
     if HAS_SCALE:
-        xi = tl.load(SCALE + bh)
+        xi = tl.load(SCALE + b * s_sb + h * s_sh).to(tl.float32)
     qk_scale = sm_scale * 1.4426950408889634
     q_off, do_off, g_off = head_bases(b, h, s_qb, s_qh), head_bases(b, h, s_db, s_dh), head_bases(b, h, s_gb, s_gh)
     bias_off, dbias_off = head_bases(b, h, s_bb, s_bh), head_bases(b, h, s_xb, s_xh)
@@ -158,7 +158,7 @@ def _attn_bwd_fused(
 @triton.jit
 def _attn_bwd_prep(
     Q, K, V, OUT, DOUT, LSE, DELTA, RSUM, RABS, SCALE, LENS, BIAS,
-    sm_scale, seed, dropout_p, window,
+    sm_scale, seed, dropout_p, window, s_sb, s_sh,
     s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot, s_db, s_dh, s_dt, s_bb, s_bh, s_bt, s_bs,
     H, T, D, NUM_M,
     HAS_SCALE: tl.constexpr, HAS_LENS: tl.constexpr, HAS_BIAS: tl.constexpr, WINDOWED: tl.constexpr,
@@ -171,7 +171,7 @@ def _attn_bwd_prep(
     h = bh % H
     L = T
     if HAS_LENS:
-        L = tl.minimum(tl.load(LENS + b), T)
+        L = tl.minimum(tl.load(LENS + b), T).to(tl.int32)
     q_idx = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     rows = (q_idx[:, None] < T) & (offs_d[None, :] < D)
@@ -181,7 +181,7 @@ def _attn_bwd_prep(
     tl.store(DELTA + bh.to(tl.int64) * T + q_idx, delta, mask=q_idx < T)
     r = delta
     if HAS_SCALE:
-        xi = tl.load(SCALE + bh)
+        xi = tl.load(SCALE + b * s_sb + h * s_sh).to(tl.float32)
         if xi == 0.0:
             r = tl.zeros([BLOCK_M], dtype=tl.float32)
             if pid_m * BLOCK_M < L:
@@ -199,7 +199,7 @@ def _attn_bwd_prep(
 @triton.jit
 def _attn_bwd_dkdv(
     Q, K, V, DOUT, LSE, DELTA, DK, DV, SCALE, LENS, BIAS,
-    sm_scale, seed, dropout_p, window,
+    sm_scale, seed, dropout_p, window, s_sb, s_sh,
     s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_db, s_dh, s_dt, s_gb, s_gh, s_gt, s_bb, s_bh, s_bt, s_bs,
     H, T, D, T_BUCKET,
     HAS_SCALE: tl.constexpr, HAS_LENS: tl.constexpr, HAS_BIAS: tl.constexpr, WINDOWED: tl.constexpr,
@@ -212,10 +212,10 @@ def _attn_bwd_dkdv(
     h = bh % H
     L = T
     if HAS_LENS:
-        L = tl.minimum(tl.load(LENS + b), T)
+        L = tl.minimum(tl.load(LENS + b), T).to(tl.int32)
     xi = 1.0
     if HAS_SCALE:
-        xi = tl.load(SCALE + bh)
+        xi = tl.load(SCALE + b * s_sb + h * s_sh).to(tl.float32)
     q_off, do_off, bias_off = head_bases(b, h, s_qb, s_qh), head_bases(b, h, s_db, s_dh), head_bases(b, h, s_bb, s_bh)
     n = n0 + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -247,7 +247,7 @@ def _attn_bwd_dkdv(
 @triton.jit
 def _attn_bwd_dq(
     Q, K, V, DOUT, LSE, DELTA, DQ, DBIAS, SCALE, LENS, BIAS,
-    sm_scale, seed, dropout_p, window,
+    sm_scale, seed, dropout_p, window, s_sb, s_sh,
     s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_db, s_dh, s_dt, s_gb, s_gh, s_gt,
     s_bb, s_bh, s_bt, s_bs, s_xb, s_xh, s_xt, s_xs,
     H, T, D, T_BUCKET,
@@ -262,10 +262,10 @@ def _attn_bwd_dq(
     h = bh % H
     L = T
     if HAS_LENS:
-        L = tl.minimum(tl.load(LENS + b), T)
+        L = tl.minimum(tl.load(LENS + b), T).to(tl.int32)
     xi = 1.0
     if HAS_SCALE:
-        xi = tl.load(SCALE + bh)
+        xi = tl.load(SCALE + b * s_sb + h * s_sh).to(tl.float32)
     k_off, v_off, bias_off = head_bases(b, h, s_kb, s_kh), head_bases(b, h, s_vb, s_vh), head_bases(b, h, s_bb, s_bh)
     q_idx = m0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)

@@ -16,7 +16,7 @@ import triton.language as tl
 @triton.jit
 def ln_fwd(
     X, RES, Y, W, B, SCALE, MEAN, RSTD,
-    s_xr, s_rr, ROWS, T, C, eps,
+    s_xr, s_rr, s_s, ROWS, T, C, eps,
     SCALE_MODE: tl.constexpr,  # 0: none, 1: one scalar, 2: per example
     HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
@@ -30,9 +30,9 @@ def ln_fwd(
     x = tl.load(X + rows64[:, None] * s_xr + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     res = tl.load(RES + rows64[:, None] * s_rr + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     if SCALE_MODE == 1:
-        x = x * tl.load(SCALE)
+        x = x * tl.load(SCALE).to(tl.float32)
     elif SCALE_MODE == 2:
-        x = x * tl.load(SCALE + rows // T, mask=rmask, other=0.0)[:, None]
+        x = x * tl.load(SCALE + (rows // T) * s_s, mask=rmask, other=0.0).to(tl.float32)[:, None]
     z = x + res
     mean = tl.sum(z, 1) / C
     zc = tl.where(mask, z - mean[:, None], 0.0)
@@ -50,7 +50,7 @@ def ln_fwd(
 @triton.jit
 def ln_bwd(
     X, RES, DY, W, SCALE, MEAN, RSTD, DX, DRES, R, DW, DB,
-    s_xr, s_rr, s_dr, ROWS, T, C, BLOCKS_PER_PROG,
+    s_xr, s_rr, s_dr, s_s, ROWS, T, C, BLOCKS_PER_PROG,
     SCALE_MODE: tl.constexpr, NEED_DX: tl.constexpr, NEED_DRES: tl.constexpr, NEED_R: tl.constexpr,
     NEED_DWB: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
@@ -72,9 +72,9 @@ def ln_bwd(
         mean = tl.load(MEAN + rows, mask=rmask, other=0.0)
         rstd = tl.load(RSTD + rows, mask=rmask, other=0.0)
         if SCALE_MODE == 1:
-            s = tl.load(SCALE + rows * 0, mask=rmask, other=0.0)
+            s = tl.load(SCALE + rows * 0, mask=rmask, other=0.0).to(tl.float32)
         elif SCALE_MODE == 2:
-            s = tl.load(SCALE + rows // T, mask=rmask, other=0.0)
+            s = tl.load(SCALE + (rows // T) * s_s, mask=rmask, other=0.0).to(tl.float32)
         else:
             s = tl.where(rmask, 1.0, 0.0)
         z = x * s[:, None] + res

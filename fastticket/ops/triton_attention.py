@@ -48,14 +48,15 @@ class _TritonAttention(torch.autograd.Function):
         dropout_p = float(dropout_p)
         pb = _Problem(batch, heads, seq, dim, sm_scale, tb.draw_seed() if dropout_p > 0.0 else 0, dropout_p,
                       window, tb.precision(q))
-        xi = None if head_scale is None else head_scale.detach().to(device=q.device, dtype=torch.float32).expand(batch, heads).contiguous()
-        lens = None if lengths is None else lengths.to(device=q.device, dtype=torch.int32).contiguous()
+        # read in place through their strides: no copy, no launch (per-model [H] expands with stride 0)
+        xi = None if head_scale is None else head_scale.detach().expand(batch, heads)
+        lens = None if lengths is None else lengths.to(q.device)
         bias = None if attn_bias is None else attn_bias.detach().expand(batch, heads, seq, seq)
         save = any(ctx.needs_input_grad)
         out = tb.bthd_empty(batch, heads, seq, dim, q)
         lse = tb.empty((batch * heads, seq), q.device, torch.float32) if save else None
         tb.launch(attn.attn_fwd, attn.fwd_grid(batch * heads, seq),
-                  q, k, v, out, lse, xi, lens, bias, *pb.scalars(), *_strides(q), *_strides(k), *_strides(v),
+                  q, k, v, out, lse, xi, lens, bias, *pb.scalars(), *_strides(xi, 2), *_strides(q), *_strides(k), *_strides(v),
                   *_strides(out), *_strides(bias, 4), heads, seq, dim, attn.t_bucket(seq),
                   **pb.flags(xi, lens, bias), STORE_LSE=save, BLOCK_D=attn.block_d(dim))
         if save:
@@ -115,7 +116,7 @@ def _backward_fused(pb, args, dq, dk, dv, dbias, need_qkv):
     rsum = tb.empty((pb.batch * pb.heads,), q.device, torch.float32)
     rabs = tb.empty((pb.batch * pb.heads,), q.device, torch.float32)
     tb.launch(attn_bwd.attn_bwd_fused, (pb.batch * pb.heads,),
-              q, k, v, dout, lse, dq, dk, dv, dbias, rsum, rabs, xi, lens, bias, *pb.scalars(),
+              q, k, v, dout, lse, dq, dk, dv, dbias, rsum, rabs, xi, lens, bias, *pb.scalars(), *_strides(xi, 2),
               *_strides(q), *_strides(k), *_strides(v), *_strides(dout), *_strides(dq),
               *_strides(bias, 4), *_strides(dbias, 4), pb.heads, pb.seq, pb.dim, attn.t_bucket(pb.seq),
               **pb.flags(xi, lens, bias), BIAS_GRAD=dbias is not None, NEED_QKV=need_qkv,
@@ -135,16 +136,16 @@ def _backward_long(pb, args, dq, dk, dv, dbias, need_qkv):
     flags = pb.flags(xi, lens, bias)
     qkv_strides = (*_strides(q), *_strides(k), *_strides(v))
     tb.launch(attn_bwd.attn_bwd_prep, grid,
-              q, k, v, out, dout, lse, delta, rsum, rabs, xi, lens, bias, *pb.scalars(), *qkv_strides,
+              q, k, v, out, dout, lse, delta, rsum, rabs, xi, lens, bias, *pb.scalars(), *_strides(xi, 2), *qkv_strides,
               *_strides(out), *_strides(dout), *_strides(bias, 4), pb.heads, pb.seq, pb.dim, grid[1],
               **flags, BLOCK_D=attn.block_d(pb.dim), **attn_bwd.PREP)
     if need_qkv:
         common = (pb.heads, pb.seq, pb.dim, attn.t_bucket(pb.seq))
         tb.launch(attn_bwd.attn_bwd_dkdv, attn_bwd.dkdv_grid(bh, pb.seq),
-                  q, k, v, dout, lse, delta, dk, dv, xi, lens, bias, *pb.scalars(), *qkv_strides, *_strides(dout),
+                  q, k, v, dout, lse, delta, dk, dv, xi, lens, bias, *pb.scalars(), *_strides(xi, 2), *qkv_strides, *_strides(dout),
                   *_strides(dk), *_strides(bias, 4), *common, **flags, BLOCK_D=attn.block_d(pb.dim))
         tb.launch(attn_bwd.attn_bwd_dq, attn_bwd.dq_grid(bh, pb.seq),
-                  q, k, v, dout, lse, delta, dq, dbias, xi, lens, bias, *pb.scalars(), *qkv_strides, *_strides(dout),
+                  q, k, v, dout, lse, delta, dq, dbias, xi, lens, bias, *pb.scalars(), *_strides(xi, 2), *qkv_strides, *_strides(dout),
                   *_strides(dq), *_strides(bias, 4), *_strides(dbias, 4), *common, **flags,
                   BIAS_GRAD=dbias is not None, BLOCK_D=attn.block_d(pb.dim))
     return rsum.sum(-1), rabs.sum(-1)

@@ -16,6 +16,10 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _stride0(t: torch.Tensor | None) -> int:
+    return 0 if t is None or t.dim() == 0 else t.stride(0)
+
+
 def _row_stride(t: torch.Tensor) -> int:
     return t.stride(1) if t.shape[1] > 1 else t.stride(0) if t.shape[0] > 1 else t.shape[2]
 
@@ -28,7 +32,7 @@ class _TritonResidualLayerNorm(torch.autograd.Function):
         batch, seq, channels = x.shape
         rows = batch * seq
         mode = 0 if scale is None else (1 if scale.dim() == 0 else 2)
-        s = None if scale is None else scale.detach().to(device=x.device, dtype=torch.float32).reshape(-1).contiguous()
+        s = None if scale is None else scale.detach().reshape(-1)  # read through its stride: no copy
         weight_c = weight.contiguous()
         bias_c = None if bias is None else bias.contiguous()
         cfg = ln.launch_config(rows, channels, x.device.type == "cpu")
@@ -36,8 +40,8 @@ class _TritonResidualLayerNorm(torch.autograd.Function):
         mean = tb.empty((rows,), x.device, torch.float32)
         rstd = tb.empty((rows,), x.device, torch.float32)
         tb.launch(ln.ln_fwd, (cfg["n_blocks"],),
-                  x, residual, y, weight_c, bias_c, s, mean, rstd, _row_stride(x), _row_stride(residual), rows, seq,
-                  channels, float(eps), SCALE_MODE=mode, HAS_BIAS=bias is not None, BLOCK_R=cfg["block_r"],
+                  x, residual, y, weight_c, bias_c, s, mean, rstd, _row_stride(x), _row_stride(residual), _stride0(s),
+                  rows, seq, channels, float(eps), SCALE_MODE=mode, HAS_BIAS=bias is not None, BLOCK_R=cfg["block_r"],
                   BLOCK_C=cfg["block_c"], num_warps=cfg["num_warps"])
         ctx.save_for_backward(x, residual, weight_c, s, mean, rstd)
         ctx.meta = (mode, cfg, None if scale is None else scale.dtype, None if abs_probe is None else abs_probe.dtype,
@@ -64,7 +68,8 @@ class _TritonResidualLayerNorm(torch.autograd.Function):
         db_part = tb.empty((programs, channels), x.device, torch.float32) if need_dwb else None
         tb.launch(ln.ln_bwd, (programs,),
                   x, residual, dy, weight, s, mean, rstd, dx, dres, r, dw_part, db_part,
-                  _row_stride(x), _row_stride(residual), _row_stride(dy), rows, seq, channels, cfg["blocks_per_prog"],
+                  _row_stride(x), _row_stride(residual), _row_stride(dy), _stride0(s), rows, seq, channels,
+                  cfg["blocks_per_prog"],
                   SCALE_MODE=mode, NEED_DX=need[0], NEED_DRES=need[1], NEED_R=need_r, NEED_DWB=need_dwb,
                   BLOCK_R=cfg["block_r"], BLOCK_C=cfg["block_c"], num_warps=cfg["num_warps"])
         grad_scale = grad_probe = dw = db = None
