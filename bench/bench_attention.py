@@ -21,6 +21,7 @@ elements) divided by that bandwidth.
 Run:  pytest bench/bench_attention.py   (FASTTICKET_BENCH_SMOKE=1: tiny sizes, nothing recorded)."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -44,7 +45,8 @@ SHAPES = scale(
     gpu={"minilm": (32, 12, 128, 32), "bert-base": (32, 12, 128, 64), "bert-base-512": (32, 12, 512, 64),
          "bert-large": (8, 16, 128, 64), "bert-large-512": (8, 16, 512, 64)},
 )
-ROUNDS = scale(1, 7, 30)
+ROUNDS = scale(1, 7, int(os.environ.get("FASTTICKET_BENCH_ROUNDS", 30)))
+MODES = os.environ.get("FASTTICKET_BENCH_MODES", "fwd,bwd,fwd_bwd").split(",")  # make gpu-check: fwd_bwd only
 
 
 def _inputs(B, H, T, D):
@@ -174,7 +176,7 @@ def copy_bandwidth():
     return gbs
 
 
-@pytest.mark.parametrize("mode", ["fwd", "bwd", "fwd_bwd"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_attention(benchmark, shape, mode, copy_bandwidth):
     B, H, T, D = SHAPES[shape]

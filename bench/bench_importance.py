@@ -18,6 +18,7 @@
 Run:  pytest bench/bench_importance.py   (FASTTICKET_BENCH_SMOKE=1: a tiny random model, B = 2, T = 17)."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -35,7 +36,7 @@ CONFIGS = scale(
     gpu={"minilm-B32-T128": ("minilm", 32, 128), "bert-base-B32-T128": ("bert-base", 32, 128),
          "bert-large-B8-T128": ("bert-large", 8, 128)},
 )
-ROUNDS = scale(1, 3, 20)
+ROUNDS = scale(1, 3, int(os.environ.get("FASTTICKET_BENCH_ROUNDS", 20)))
 
 
 def authors_pass(model, b, weight_grads: bool = True):

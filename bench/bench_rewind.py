@@ -13,6 +13,8 @@ FLOPs of the encoder + classification head, embeddings excluded (lookups, no mat
 _models.forward_flops. P3 target: measured speed-up ≥ 0.9 × ideal.
 Run:  pytest bench/bench_rewind.py   (FASTTICKET_BENCH_SMOKE=1: tiny random model)."""
 
+import os
+
 import pytest
 import torch
 
@@ -27,7 +29,10 @@ CONFIGS = scale(
          "bert-large-B8-T128": ("bert-large", 8, 128)},
 )
 LEVELS = scale([3], [1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8])
-ROUNDS = scale(1, 5, 20)
+if os.environ.get("FASTTICKET_BENCH_LEVELS"):  # e.g. "1,4,8" (make gpu-check: a time budget)
+    LEVELS = [int(x) for x in os.environ["FASTTICKET_BENCH_LEVELS"].split(",")]
+COMPILED_LEVELS = {4}  # torch.compile peers at one level per model: each compile costs tens of seconds
+ROUNDS = scale(1, 5, int(os.environ.get("FASTTICKET_BENCH_ROUNDS", 20)))
 
 _models: dict = {}
 
@@ -83,9 +88,9 @@ def test_rewind_step(benchmark, name, level):
     for label, m, kw in (("masked_dense_compiled", copy.deepcopy(base), dict(head_mask=ticket.head_mask(device=dev),
                                                                             ffn_mask=ticket.ffn_mask(device=dev))),
                          ("compact_compiled", ft.rewind(base, ticket), {})):
-        if CUDA:
+        if CUDA and level in COMPILED_LEVELS:
             checked(fns, missing, label, lambda m=m, kw=kw: train_step_fn(m, b, compiled=True, **kw))
-        else:
+        elif not CUDA:
             missing[label] = "torch.compile peer measured on CUDA only (inductor's compile time dominates on CPU)"
     results = interleaved(benchmark, fns, rounds=ROUNDS, warmup=0 if SMOKE else 1)
     f_dense, f_compact = train_flops(dense, B, T), train_flops(compact, B, T)

@@ -19,3 +19,7 @@ def poisoned_triton_buffers(monkeypatch):
 
     monkeypatch.setattr(tb, "empty", poisoned)
     assert torch.isnan(tb.empty((1,), "cpu", torch.float32)).all()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one); make gpu-check runs them")
