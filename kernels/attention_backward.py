@@ -143,13 +143,23 @@ def _attn_bwd_fused(
     tl.store(RSUM + bh, tl.sum(r_acc, 0))
     tl.store(RABS + bh, tl.sum(a_acc, 0))
     if NEED_QKV:
-        kvrows = (n[:, None] < T) & dmask[None, :]
-        tl.store(DK + g_off + n[:, None] * s_gt + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty), mask=kvrows)
-        tl.store(DV + g_off + n[:, None] * s_gt + offs_d[None, :], (dv * xi).to(DV.dtype.element_ty), mask=kvrows)
-        for m0 in range(tl.cdiv(L, BLOCK_M) * BLOCK_M, T, BLOCK_M):  # query tiles of padding: zeros
-            q_idx = m0 + tl.arange(0, BLOCK_M)
-            tl.store(DQ + g_off + q_idx[:, None] * s_gt + offs_d[None, :],
-                     tl.zeros([BLOCK_M, BLOCK_D], dtype=DQ.dtype.element_ty), mask=(q_idx[:, None] < T) & dmask[None, :])
+        _store_key_grads_and_padding(DQ, DK, DV, g_off, s_gt, dk * sm_scale, dv * xi, L, T, D, BLOCK_M, BLOCK_N, BLOCK_D)
+
+
+@triton.jit
+def _store_key_grads_and_padding(DQ, DK, DV, g_off, s_gt, dk, dv, L, T, D,
+                                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The fused kernel's tail: dk, dv of every key row (zeros for padded keys), zeros for dq's padded tiles."""
+    n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    dmask = offs_d < D
+    kvrows = (n[:, None] < T) & dmask[None, :]
+    tl.store(DK + g_off + n[:, None] * s_gt + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=kvrows)
+    tl.store(DV + g_off + n[:, None] * s_gt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kvrows)
+    for m0 in range(tl.cdiv(L, BLOCK_M) * BLOCK_M, T, BLOCK_M):  # query tiles of padding: zeros
+        q_idx = m0 + tl.arange(0, BLOCK_M)
+        tl.store(DQ + g_off + q_idx[:, None] * s_gt + offs_d[None, :],
+                 tl.zeros([BLOCK_M, BLOCK_D], dtype=DQ.dtype.element_ty), mask=(q_idx[:, None] < T) & dmask[None, :])
 
 
 # ------------------------------------------------------------------------------ long sequences: three kernels
