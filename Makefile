@@ -15,7 +15,7 @@ COMPAT_TRANSFORMERS ?= transformers==4.46.3
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py constraints.txt $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu)
+$(STAMP): pyproject.toml setup.py constraints.txt $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "setuptools>=69" wheel ninja
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
