@@ -103,7 +103,7 @@ def _mm(a, b, c, bias, heads, head_dim, m, n, k, a_strides, b_strides, c_strides
 
     kernel = _kernel_module()
     cfg = kernel.block_sizes(tb.interpreting())
-    prec = tb.precision(a)
+    prec = tb.matmul_precision(a)
     tb.launch(kernel.gathered_mm, kernel.grid(m, n, cfg),
         a, b, c, bias, heads, m, n, k, *a_strides, *b_strides, *c_strides,
         HEAD_DIM=head_dim, GATHER_K=gather_k, GATHER_N=gather_n, SCATTER_M=scatter_m, SCATTER_N=scatter_n,

@@ -73,6 +73,13 @@ def precision(t: torch.Tensor) -> str:
     return "ieee" if t.dtype == torch.float32 and interpreting() else "tf32"
 
 
+def matmul_precision(t: torch.Tensor) -> str:
+    """For plain GEMMs (head tables): fp32 as nn.Linear computes it, TF32 only if torch allows it for matmuls."""
+    if t.dtype != torch.float32 or interpreting():
+        return precision(t)
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
 def draw_seed() -> int:
     """A dropout seed from torch's default generator: torch.manual_seed makes the run reproducible."""
     return int(torch.randint(0, 2**31 - 1, (1,)).item())
