@@ -20,7 +20,6 @@ cast; every reduction has a fixed order, so repeated runs are bit-identical.
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 
 import torch
