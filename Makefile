@@ -11,11 +11,11 @@ STAMP := $(VENV)/.installed
 COMPAT_VENV ?= .venv-tf4
 COMPAT_TRANSFORMERS ?= transformers==4.46.3
 
-.PHONY: install run test test-fast test-compat clean
+.PHONY: install run test test-fast test-compat gpu-check clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py constraints.txt $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu)
+$(STAMP): pyproject.toml setup.py constraints.txt $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "setuptools>=69" wheel ninja
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
@@ -39,6 +39,12 @@ test-compat:
 	FASTTICKET_BUILD_EXT=0 $(COMPAT_VENV)/bin/python -m pip install -q -c constraints.txt --no-build-isolation \
 		-e ".[dev,default-model]" "$(COMPAT_TRANSFORMERS)"
 	$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/models tests/tickets/test_rewind.py tests/test_cli.py
+
+# A lent GPU machine (torch, triton, nvcc preinstalled, no network): installs with --no-deps
+# --no-build-isolation into that python, runs the gpu tests and benchmarks P1-P3 in under 8 minutes,
+# records into bench/results/ (and $$OUT when set). Uses the machine's python, not .venv.
+gpu-check:
+	$(PYTHON) scripts/gpu_check.py
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) build *.egg-info

@@ -222,3 +222,16 @@ def record_value(name: str, provider: str, config: dict, **values) -> None:
 
 def to_device(x):
     return x.to(DEVICE) if isinstance(x, torch.Tensor) else x
+
+
+def checked(fns: dict, missing: dict, name: str, make: Callable[[], Callable[[], object]]) -> None:
+    """Adds provider `name` (the callable make() returns) to `fns` after one trial call; a provider that
+    cannot be built or run here is recorded in `missing` with its reason instead."""
+    try:
+        fn = make()
+        fn()
+        _sync()
+    except Exception as exc:  # noqa: BLE001  (a peer that cannot run here is reported, not fatal)
+        missing[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        return
+    fns[name] = fn

@@ -12,16 +12,20 @@
                      trainable); importance = Σ_tokens |∂L/∂scale_t| (the `official` quantity, the slow way)
 - loop:              B single-example passes (each example at its own length, backend="torch"), autograd.grad
                      w.r.t. that example's masks only (weights frozen: the cheapest honest loop)
+- vmap_grad:         torch.func's per-example gradients, vmap(grad(loss of one example w.r.t. its masks)) over
+                     the batch (weights frozen, eager attention: torch.func cannot vmap the fused ops' autograd
+                     Functions), what a PyTorch user would reach for; recorded missing with a reason if it fails
 Run:  pytest bench/bench_importance.py   (FASTTICKET_BENCH_SMOKE=1: a tiny random model, B = 2, T = 17)."""
 
 import math
+import os
 
 import pytest
 import torch
 
 import fastticket as ft
 from _models import batch as make_batch, build
-from _record import CUDA, DTYPE, SMOKE, interleaved, record, scale
+from _record import CUDA, DTYPE, SMOKE, checked, interleaved, record, scale
 from fastticket import reference
 from fastticket.models.encoder import task_loss
 
@@ -32,7 +36,7 @@ CONFIGS = scale(
     gpu={"minilm-B32-T128": ("minilm", 32, 128), "bert-base-B32-T128": ("bert-base", 32, 128),
          "bert-large-B8-T128": ("bert-large", 8, 128)},
 )
-ROUNDS = scale(1, 3, 20)
+ROUNDS = scale(1, 3, int(os.environ.get("FASTTICKET_BENCH_ROUNDS", 20)))
 
 
 def authors_pass(model, b, weight_grads: bool = True):
@@ -70,6 +74,33 @@ def sdpa_plain(model, b):
     out = model(**b, backend="torch")
     out.loss.backward()
     model.zero_grad(set_to_none=True)
+
+
+def vmap_per_example(model, b):
+    """torch.func: vmap over examples of grad(single-example loss) w.r.t. that example's [L, H] / [L] masks,
+    through the model's weights with eager attention (fastticket.reference: torch.func traces plain torch
+    ops; the fused ops are autograd Functions it cannot vmap)."""
+    from torch.func import grad, vmap
+
+    c = model.config
+    dtype = next(model.parameters()).dtype
+    hm = torch.ones(c.num_layers, c.num_heads, device=b["input_ids"].device, dtype=dtype)
+    fm = torch.ones(c.num_layers, device=hm.device, dtype=dtype)
+
+    def loss_one(hm, fm, ids, length, label):
+        h = model.embeddings(ids[None])
+        for l, layer in enumerate(model.layers):
+            a, f = layer.attention, layer.ffn
+            q, k, v = a._split(a.q(h)), a._split(a.k(h)), a._split(a.v(h))
+            ctx = reference.masked_attention(q, k, v, hm[l], length[None], softmax_scale=1.0 / math.sqrt(a.head_dim))
+            h = a.norm(a.o(ctx.transpose(1, 2).reshape(1, ids.shape[0], -1)) + h)
+            h = reference.masked_residual_layernorm(f.down(f.act(f.up(h))), h, fm[l], f.norm.weight, f.norm.bias,
+                                                    f.norm.eps)
+        return task_loss(model.head(h), label[None])
+
+    gh, gf = vmap(grad(loss_one, argnums=(0, 1)), in_dims=(None, None, 0, 0, 0))(
+        hm, fm, b["input_ids"], b["attention_mask"].sum(1), b["labels"])
+    return gh.abs().sum(0), gf.abs().sum(0)
 
 
 def per_example_loop(model, b):
@@ -117,10 +148,12 @@ def test_importance(benchmark, name):
         "authors_frozen": frozen_weights(lambda: authors_pass(model, b, weight_grads=False)),
         "loop": frozen_weights(lambda: per_example_loop(model, b)),
     }
+    missing = {}
+    checked(fns, missing, "vmap_grad", lambda: frozen_weights(lambda: vmap_per_example(model, b)))
     results = interleaved(benchmark, fns, rounds=ROUNDS, warmup=0 if SMOKE else 1)
     record("importance", results, {"name": name, "model": desc, "B": B, "T": T, "estimator": "paper",
                                    "lengths": "uniform[T/2, T], first full",
-                                   "auto_backend": _auto_backend(model)})
+                                   "auto_backend": _auto_backend(model)}, missing)
 
 
 def _auto_backend(model):
@@ -128,7 +161,7 @@ def _auto_backend(model):
 
     p = next(model.parameters())
     x = torch.zeros(1, 1, 1, 1, device=p.device, dtype=p.dtype)
-    impl = dispatch.resolve("masked_attention", "auto", x, x, x)
+    impl = dispatch.resolve("masked_attention", "auto", x, x, x, mask_grad=True)
     for backend, entry in dispatch._registry["masked_attention"].items():
         if entry.fn is impl:
             return backend

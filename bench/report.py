@@ -41,6 +41,12 @@ def _ms(rec):
     return None if rec is None else rec.get("median_ms")
 
 
+def _ratio(p: dict, num: str, den: str):
+    """median(num) / median(den) for two providers of one config, None when either is missing."""
+    a, b = _ms(p.get(num)), _ms(p.get(den))
+    return a / b if a and b else None
+
+
 def _fmt(x, unit="×"):
     return "—" if x is None else f"{x:.2f}{unit}"
 
@@ -62,10 +68,13 @@ def _load_note(recs) -> str:
 
 def ratio_rows(recs: list[dict]) -> list[dict]:
     """P1–P5 rows: goal, config, measured ratio, pass/fail (None when not measurable)."""
-    rows = []
-    cuda = not recs[0]["device"].startswith("cpu")
-    fused = "triton" if cuda else "cpp"
+    fused = "cpp" if recs[0]["device"].startswith("cpu") else "triton"
+    return (_importance_rows(recs) + _attention_rows(recs, fused) + _rewind_rows(recs) + _search_rows(recs)
+            + _sharing_rows(recs))
 
+
+def _importance_rows(recs):
+    rows = []
     for cfg, p in _groups(recs, "importance").items():
         c = json.loads(cfg)
         name = f"{c.get('name')} {c.get('dtype')}"
@@ -76,11 +85,15 @@ def ratio_rows(recs: list[dict]) -> list[dict]:
             ("P1 authors' method / importance ≥ 3", authors / ft if ft and authors else None, lambda v: v >= 3, ("fastticket", "authors")),
             ("P1 authors' method, weights frozen / importance (info)", frozen / ft if ft and frozen else None, lambda v: v >= 3, ("fastticket", "authors_frozen")),
             (f"P1 per-example loop (B={c.get('B')}) / importance ≥ 20", loop / ft if ft and loop else None, lambda v: v >= 20, ("fastticket", "loop")),
-        ):
+        ) + ((("P1 torch.func vmap(grad) per-example / importance (info)", _ratio(p, "vmap_grad", "fastticket"),
+                lambda v: v >= 1, ("fastticket", "vmap_grad")),) if "vmap_grad" in p else ()):
             rows.append({"goal": goal, "config": name, "ratio": val, "pass": None if val is None else ok(val),
-                         "note": _why(p, *who) or f"{ft:.1f} ms vs {(plain if 'plain' in goal else frozen if 'frozen' in goal else authors if 'authors' in goal else loop):.1f} ms"})
+                         "note": _why(p, *who) or f"{ft:.1f} ms vs {_ms(p.get(who[1])):.1f} ms"})
+    return rows
 
-    floors = {}
+
+def _attention_rows(recs, fused):
+    rows, floors = [], {}
     for cfg, p in _groups(recs, "attention").items():
         if "byte_floor" in p:
             floors[cfg] = p["byte_floor"]["byte_floor_ms"]
@@ -94,12 +107,30 @@ def ratio_rows(recs: list[dict]) -> list[dict]:
         rows.append({"goal": f"P2 attention fwd+bwd+dξ: SDPA+reduction / {fused} ≥ 1.0", "config": name, "ratio": val,
                      "pass": None if val is None else val >= 1.0,
                      "note": _why(p, fused, "sdpa") or f"{fused} {f:.2f} ms, sdpa {s:.2f} ms"})
+        for vendor in ("sdpa_flash_dense", "sdpa_cudnn", "varlen_flash"):
+            if vendor in p:
+                val = _ratio(p, fused, vendor)
+                rows.append({"goal": f"P2 {fused} / {vendor} + reduction ≤ 1.10", "config": name, "ratio": val,
+                             "pass": None if val is None else val <= 1.10, "note": _why(p, fused, vendor) or ""})
         floor = floors.get(cfg)
         val = f / floor if f and floor else None
         rows.append({"goal": f"P2 {fused} / byte floor ≤ 2", "config": name, "ratio": val,
                      "pass": None if val is None else val <= 2.0,
                      "note": _why(p, fused) or (f"floor {floor:.3f} ms" if floor else "no byte floor recorded")})
+    for cfg, p in _groups(recs, "attention").items():  # model families (#14): feature configs
+        c = json.loads(cfg)
+        if "feature" not in c:
+            continue
+        name = f"{c['shape']} B{c['B']} H{c['H']} T{c['T']} D{c['D']} {c['dtype']}"
+        for peer in ("sdpa_mask", "flex"):
+            val = _ratio(p, peer, fused)
+            rows.append({"goal": f"#14 {c['feature']} attention fwd+bwd: {peer} / {fused} (info)", "config": name,
+                         "ratio": val, "pass": None if val is None else val >= 1.0, "note": _why(p, fused, peer) or ""})
+    return rows
 
+
+def _rewind_rows(recs):
+    rows = []
     for cfg, p in sorted(_groups(recs, "rewind").items(), key=lambda kv: (json.loads(kv[0])["name"], json.loads(kv[0])["level"])):
         c = json.loads(cfg)
         d, k = _ms(p.get("masked_dense")), _ms(p.get("compact"))
@@ -109,6 +140,18 @@ def ratio_rows(recs: list[dict]) -> list[dict]:
                      "ratio": val, "pass": None if val is None else val >= 0.9,
                      "note": _why(p, "masked_dense", "compact") or f"speed-up {speed:.2f}× of ideal {c['ideal_speedup']:.2f}×"})
 
+    for cfg, p in sorted(_groups(recs, "rewind").items(), key=lambda kv: (json.loads(kv[0])["name"], json.loads(kv[0])["level"])):
+        c = json.loads(cfg)
+        val = _ratio(p, "compact_compiled", "compact")
+        if val is not None or "compact_compiled" in p:
+            rows.append({"goal": f"P3 level {c['level']}: torch.compile'd compact / compact (info)",
+                         "config": f"{c['name']} {c['dtype']}", "ratio": val, "pass": None,
+                         "note": _why(p, "compact", "compact_compiled") or ""})
+    return rows
+
+
+def _search_rows(recs):
+    rows = []
     for cfg, p in _groups(recs, "search").items():
         c = json.loads(cfg)
         f, d = _ms(p.get("fastticket")), _ms(p.get("masked_dense"))
@@ -117,7 +160,11 @@ def ratio_rows(recs: list[dict]) -> list[dict]:
                      "config": f"{c.get('trials', '?')} trials, {c.get('train_examples', '?')} train ex, B{c.get('batch_size', '?')} T≤{c.get('max_length', '?')} {c.get('dtype')}",
                      "ratio": val, "pass": None if val is None else val <= 0.55,
                      "note": _why(p, "fastticket", "masked_dense") or f"{f / 1e3:.1f} s vs {d / 1e3:.1f} s"})
+    return rows
 
+
+def _sharing_rows(recs):
+    rows = []
     sharing = _groups(recs, "sharing")
     for cfg, p in sharing.items():
         f, d = _ms(p.get("fastticket")), _ms(p.get("masked_dense"))

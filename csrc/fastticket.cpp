@@ -5,13 +5,15 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY(fastticket, m) {
-  // out = head_scale * softmax(scale q k^T + padding) v; ctx (unscaled) is returned only when saved for
-  // backward and head_scale is given (else out is ctx, or it is not needed): shape [0] otherwise; lse [B,H,T].
+  // out = head_scale * softmax(scale q k^T + padding/window mask) v; ctx (unscaled) is returned only when saved
+  // for backward and head_scale is given (else out is ctx, or it is not needed): shape [0] otherwise; lse
+  // [B,H,T]. window: real query t attends keys |t - s| <= window (None: all).
   m.def("attn_fwd(Tensor q, Tensor k, Tensor v, Tensor? head_scale, Tensor? lengths, float softmax_scale, "
-        "bool save_for_backward) -> (Tensor out, Tensor ctx, Tensor lse)");
+        "bool save_for_backward, int? window=None) -> (Tensor out, Tensor ctx, Tensor lse)");
   // r_sum[b,h] = sum_t <dout_t, ctx_t> (the head-mask gradient), r_abs = sum_t |...| (the probe).
   m.def("attn_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor ctx, Tensor lse, Tensor? head_scale, "
-        "Tensor? lengths, float softmax_scale, bool need_qkv) -> (Tensor dq, Tensor dk, Tensor dv, Tensor r_sum, Tensor r_abs)");
+        "Tensor? lengths, float softmax_scale, bool need_qkv, int? window=None) -> (Tensor dq, Tensor dk, Tensor dv, "
+        "Tensor r_sum, Tensor r_abs)");
   m.def("rln_fwd(Tensor x, Tensor residual, Tensor? scale, Tensor weight, Tensor bias, float eps) "
         "-> (Tensor y, Tensor mean, Tensor rstd)");
   m.def("rln_bwd(Tensor dy, Tensor x, Tensor residual, Tensor? scale, Tensor weight, Tensor mean, Tensor rstd) "

@@ -27,7 +27,7 @@ def _table(HEADS, idx, HEAD_DIM: tl.constexpr):
 
 
 @triton.jit
-def _gathered_mm(
+def gathered_mm(
     A, B, C, BIAS, HEADS,
     M, N, K,
     s_am, s_ak, s_bk, s_bn, s_cm, s_cn,

@@ -14,11 +14,11 @@ import triton.language as tl
 
 
 @triton.jit
-def _ln_fwd(
+def ln_fwd(
     X, RES, Y, W, B, SCALE, MEAN, RSTD,
-    s_xr, s_rr, ROWS, T, C, eps,
+    s_xr, s_rr, s_s, ROWS, T, C, eps,
     SCALE_MODE: tl.constexpr,  # 0: none, 1: one scalar, 2: per example
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -30,26 +30,27 @@ def _ln_fwd(
     x = tl.load(X + rows64[:, None] * s_xr + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     res = tl.load(RES + rows64[:, None] * s_rr + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     if SCALE_MODE == 1:
-        x = x * tl.load(SCALE)
+        x = x * tl.load(SCALE).to(tl.float32)
     elif SCALE_MODE == 2:
-        x = x * tl.load(SCALE + rows // T, mask=rmask, other=0.0)[:, None]
+        x = x * tl.load(SCALE + (rows // T) * s_s, mask=rmask, other=0.0).to(tl.float32)[:, None]
     z = x + res
     mean = tl.sum(z, 1) / C
     zc = tl.where(mask, z - mean[:, None], 0.0)
     var = tl.sum(zc * zc, 1) / C
     rstd = 1.0 / tl.sqrt(var + eps)
     w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
-    b = tl.load(B + cols, mask=cmask, other=0.0).to(tl.float32)
-    y = zc * rstd[:, None] * w[None, :] + b[None, :]
+    y = zc * rstd[:, None] * w[None, :]
+    if HAS_BIAS:  # ModernBERT's LayerNorm has none
+        y += tl.load(B + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
     tl.store(Y + rows64[:, None] * C + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
     tl.store(MEAN + rows, mean, mask=rmask)
     tl.store(RSTD + rows, rstd, mask=rmask)
 
 
 @triton.jit
-def _ln_bwd(
+def ln_bwd(
     X, RES, DY, W, SCALE, MEAN, RSTD, DX, DRES, R, DW, DB,
-    s_xr, s_rr, ROWS, T, C, BLOCKS_PER_PROG,
+    s_xr, s_rr, s_dr, s_s, ROWS, T, C, BLOCKS_PER_PROG,
     SCALE_MODE: tl.constexpr, NEED_DX: tl.constexpr, NEED_DRES: tl.constexpr, NEED_R: tl.constexpr,
     NEED_DWB: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
@@ -67,13 +68,13 @@ def _ln_bwd(
         rows64 = rows.to(tl.int64)
         x = tl.load(X + rows64[:, None] * s_xr + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         res = tl.load(RES + rows64[:, None] * s_rr + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(DY + rows64[:, None] * C + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + rows64[:, None] * s_dr + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         mean = tl.load(MEAN + rows, mask=rmask, other=0.0)
         rstd = tl.load(RSTD + rows, mask=rmask, other=0.0)
         if SCALE_MODE == 1:
-            s = tl.load(SCALE + rows * 0, mask=rmask, other=0.0)
+            s = tl.load(SCALE + rows * 0, mask=rmask, other=0.0).to(tl.float32)
         elif SCALE_MODE == 2:
-            s = tl.load(SCALE + rows // T, mask=rmask, other=0.0)
+            s = tl.load(SCALE + (rows // T) * s_s, mask=rmask, other=0.0).to(tl.float32)
         else:
             s = tl.where(rmask, 1.0, 0.0)
         z = x * s[:, None] + res

@@ -1,8 +1,9 @@
 // masked_attention on CPU: per (example, head) blocks, parallel over B*H with at::parallel_for.
 //
-// forward : S = scale * Q K[:L]^T (T x L, one block per thread), row softmax (lse kept), ctx = P V[:L],
-//           out = xi * ctx. Padded keys (j >= L) are never read; padded query rows attend to the L real keys
-//           (what SDPA with a key-padding mask does).
+// forward : S = scale * Q K[:L]^T (T x L, one block per thread), with a window: real query rows t < L keep
+//           keys |t - s| <= window only (the rest -inf, exp gives exact 0); row softmax (lse kept),
+//           ctx = P V[:L], out = xi * ctx. Padded keys (j >= L) are never read; padded query rows attend to
+//           the L real keys (what SDPA with a key-padding mask does).
 // backward: pre-pass r_t = <dOut_t, ctx_t>  ->  dxi[b,h] = sum_t r_t, probe = sum_t |r_t|, Dv_t = xi * r_t;
 //           then recompute P from lse, dV = xi P^T dO, dP = xi dO V^T, dS = P (dP - Dv),
 //           dQ = scale dS K, dK = scale dS^T Q. A head with xi == 0 gets exact zeros and no GEMMs.
@@ -67,7 +68,7 @@ const float* scale_ptr(const c10::optional<at::Tensor>& hs, int64_t B, int64_t H
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attn_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                         const c10::optional<at::Tensor>& head_scale,
                                                         const c10::optional<at::Tensor>& lengths, double softmax_scale,
-                                                        bool save_for_backward) {
+                                                        bool save_for_backward, c10::optional<int64_t> window) {
   const Geo g = check_qkv(q, k, v);
   const int64_t B = g.B, H = g.H, T = g.T, D = g.D;
   const float* xi = scale_ptr(head_scale, B, H);
@@ -104,6 +105,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attn_fwd(const at::Tensor& q, con
       const int64_t ldc = cp ? D : os2;
       float* l = lp ? lp + bh * T : lse_local.data();
       gemm_rm(false, true, T, Lb, D, sc, Q, qs2, K, ks2, 0.0f, S.data(), Lb);
+      if (window.has_value()) band_mask(S.data(), Lb, Lb, Lb, *window);
       softmax_rows(S.data(), T, Lb, Lb, l);
       gemm_rm(false, false, T, D, Lb, 1.0f, S.data(), Lb, V, vs2, 0.0f, C, ldc);
       if (xi != nullptr) {
@@ -119,7 +121,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attn_fwd(const at::Tensor& q, con
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> attn_bwd(
     const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& ctx,
     const at::Tensor& lse, const c10::optional<at::Tensor>& head_scale, const c10::optional<at::Tensor>& lengths,
-    double softmax_scale, bool need_qkv) {
+    double softmax_scale, bool need_qkv, c10::optional<int64_t> window) {
   const Geo g = check_qkv(q, k, v);
   const int64_t B = g.B, H = g.H, T = g.T, D = g.D;
   TORCH_CHECK(dout.sizes() == q.sizes() && dout.scalar_type() == at::kFloat && (dout.stride(3) == 1 || D == 1),
@@ -184,6 +186,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> attn_bwd(
         continue;
       }
       gemm_rm(false, true, T, Lb, D, sc, Q, qs2, K, ks2, 0.0f, S.data(), Lb);
+      if (window.has_value()) band_mask(S.data(), Lb, Lb, Lb, *window);
       gemm_rm(false, true, T, Lb, D, s, G, gs2, V, vs2, 0.0f, dP.data(), Lb);
       softmax_bwd_rows(S.data(), dP.data(), T, Lb, Lb, lp + bh * T, Dv.data());
       gemm_rm(true, false, Lb, D, T, s, S.data(), Lb, G, gs2, 0.0f, dV, ds2);

@@ -89,5 +89,15 @@ FT_CLONES void softmax_bwd_rows(float* S, float* dP, int64_t rows, int64_t cols,
   }
 }
 
+void band_mask(float* S, int64_t rows, int64_t cols, int64_t ld, int64_t window) {
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < rows; ++t) {
+    float* s = S + t * ld;
+    const int64_t lo = t - window, hi = t + window;  // kept: lo <= j <= hi
+    for (int64_t j = 0; j < cols && j < lo; ++j) s[j] = neg_inf;
+    for (int64_t j = hi + 1 > 0 ? hi + 1 : 0; j < cols; ++j) s[j] = neg_inf;
+  }
+}
+
 }  // namespace cpu
 }  // namespace fastticket

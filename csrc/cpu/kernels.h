@@ -20,9 +20,9 @@ namespace fastticket {
 namespace cpu {
 
 // Branch-free expf (Cephes polynomial, ~2 ulp on [-87, 88]); rounds with the 1.5*2^23 trick so that no
-// floor()/libm call blocks vectorization. Inputs below -87 give ~0 (underflow to tiny positive values).
-static inline float fast_exp(float x) {
-  x = x < -87.0f ? -87.0f : x;
+// floor()/libm call blocks vectorization. Inputs below -87 (and -inf: masked scores) give exactly 0.
+static inline float fast_exp(float x_in) {
+  float x = x_in < -87.0f ? -87.0f : x_in;
   x = x > 88.0f ? 88.0f : x;
   const float magic = 12582912.0f;  // 1.5 * 2^23
   float t = x * 1.44269504088896341f + magic;
@@ -42,7 +42,7 @@ static inline float fast_exp(float x) {
   int32_t bits = (ni + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, 4);
-  return p * scale;
+  return x_in < -87.0f ? 0.0f : p * scale;
 }
 
 // Inside an at::parallel_for task: the BLAS runs single-threaded on this thread (MKL would otherwise open
@@ -65,6 +65,8 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float 
 void softmax_rows(float* S, int64_t rows, int64_t cols, int64_t ld, float* lse);
 // P = exp(S - lse_i) in place of S; dP = P * (dP - Dv_i) in place of dP.
 void softmax_bwd_rows(float* S, float* dP, int64_t rows, int64_t cols, int64_t ld, const float* lse, const float* Dv);
+// Local attention: S[t, s] = -inf where |t - s| > window, for the rows t < rows (the real queries).
+void band_mask(float* S, int64_t rows, int64_t cols, int64_t ld, int64_t window);
 
 }  // namespace cpu
 }  // namespace fastticket

@@ -3,123 +3,19 @@
 //   forward : y = LayerNorm(s_b x + residual) w + b, mean/rstd per row saved;
 //   backward: dz, dx = s_b dz, dresidual = dz, r_t = <dz_t, x_t> per row; then the mask-gradient
 //             reduction r_sum[b] = sum_t r_t, r_abs[b] = sum_t |r_t| (one block per example) and dweight /
-//             dbias as column sums in row order. Fixed block sizes and fixed reduction trees: no atomics,
-//             bit-identical repeats.
+//             dbias as column sums over the whole GPU: blocks of 32 columns x kChunkRows rows write partial
+//             sums (8 row lanes per column, combined in shared memory in a fixed order), one pass adds the
+//             chunks in order. Fixed block sizes and reduction trees: no atomics, bit-identical repeats.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "cuda/residual_layernorm_kernels.cuh"
+
 namespace fastticket {
 namespace cuda {
 namespace {
-
-constexpr int kThreads = 256;
-
-// Sum over the block (blockDim.x == kThreads) in a fixed order; every thread gets the result.
-__device__ float block_sum(float v, float* shm) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();  // shm may still be read by a previous call
-  if (lane == 0) shm[warp] = v;
-  __syncthreads();
-  v = lane < kThreads / 32 ? shm[lane] : 0.0f;
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-__global__ void rln_fwd_kernel(const float* __restrict__ x, const float* __restrict__ res, const float* __restrict__ scale,
-                               const float* __restrict__ w, const float* __restrict__ bias, float* __restrict__ y,
-                               float* __restrict__ mean_out, float* __restrict__ rstd_out, int64_t T, int64_t C, float eps) {
-  __shared__ float shm[32];
-  const int64_t n = blockIdx.x;
-  const float s = scale ? scale[n / T] : 1.0f;
-  const float* xr = x + n * C;
-  const float* rr = res + n * C;
-  float sum = 0.0f;
-  for (int64_t j = threadIdx.x; j < C; j += kThreads) sum += s * xr[j] + rr[j];
-  const float mean = block_sum(sum, shm) / (float)C;
-  float sq = 0.0f;
-  for (int64_t j = threadIdx.x; j < C; j += kThreads) {
-    const float d = s * xr[j] + rr[j] - mean;
-    sq += d * d;
-  }
-  const float rstd = rsqrtf(block_sum(sq, shm) / (float)C + eps);
-  for (int64_t j = threadIdx.x; j < C; j += kThreads) y[n * C + j] = (s * xr[j] + rr[j] - mean) * rstd * w[j] + bias[j];
-  if (threadIdx.x == 0) {
-    mean_out[n] = mean;
-    rstd_out[n] = rstd;
-  }
-}
-
-__global__ void rln_bwd_rows_kernel(const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ res,
-                                    const float* __restrict__ scale, const float* __restrict__ w,
-                                    const float* __restrict__ mean_in, const float* __restrict__ rstd_in,
-                                    float* __restrict__ dx, float* __restrict__ dres, float* __restrict__ r_out, int64_t T,
-                                    int64_t C) {
-  __shared__ float shm[32];
-  const int64_t n = blockIdx.x;
-  const float s = scale ? scale[n / T] : 1.0f;
-  const float mean = mean_in[n], rstd = rstd_in[n];
-  const float *g = dy + n * C, *xr = x + n * C, *rr = res + n * C;
-  float a = 0.0f, c = 0.0f;
-  for (int64_t j = threadIdx.x; j < C; j += kThreads) {
-    const float zh = (s * xr[j] + rr[j] - mean) * rstd;
-    const float gw = g[j] * w[j];
-    a += gw;
-    c += gw * zh;
-  }
-  a = block_sum(a, shm) / (float)C;
-  c = block_sum(c, shm) / (float)C;
-  float r = 0.0f;
-  for (int64_t j = threadIdx.x; j < C; j += kThreads) {
-    const float zh = (s * xr[j] + rr[j] - mean) * rstd;
-    const float dz = rstd * (g[j] * w[j] - a - zh * c);
-    dx[n * C + j] = s * dz;
-    dres[n * C + j] = dz;
-    r += dz * xr[j];
-  }
-  r = block_sum(r, shm);
-  if (threadIdx.x == 0) r_out[n] = r;
-}
-
-// The per-example mask-gradient reduction: r_sum[b] = sum_t r[b, t], r_abs[b] = sum_t |r[b, t]|.
-__global__ void mask_grad_reduce_kernel(const float* __restrict__ r, float* __restrict__ r_sum, float* __restrict__ r_abs,
-                                        int64_t T) {
-  __shared__ float shm[32];
-  const int64_t b = blockIdx.x;
-  float s = 0.0f, a = 0.0f;
-  for (int64_t t = threadIdx.x; t < T; t += kThreads) {
-    const float v = r[b * T + t];
-    s += v;
-    a += fabsf(v);
-  }
-  s = block_sum(s, shm);
-  a = block_sum(a, shm);
-  if (threadIdx.x == 0) {
-    r_sum[b] = s;
-    r_abs[b] = a;
-  }
-}
-
-// dweight[j] = sum_n dy[n, j] zhat[n, j], dbias[j] = sum_n dy[n, j]: one thread per column, rows in order.
-__global__ void rln_bwd_cols_kernel(const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ res,
-                                    const float* __restrict__ scale, const float* __restrict__ mean_in,
-                                    const float* __restrict__ rstd_in, float* __restrict__ dw, float* __restrict__ db,
-                                    int64_t N, int64_t T, int64_t C) {
-  const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= C) return;
-  float aw = 0.0f, ab = 0.0f;
-  for (int64_t n = 0; n < N; ++n) {
-    const float s = scale ? scale[n / T] : 1.0f;
-    const float zh = (s * x[n * C + j] + res[n * C + j] - mean_in[n]) * rstd_in[n];
-    const float g = dy[n * C + j];
-    aw += g * zh;
-    ab += g;
-  }
-  dw[j] = aw;
-  db[j] = ab;
-}
 
 void check(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda() && t.scalar_type() == at::kFloat, "fastticket::rln (cuda): ", name, " must be a float32 CUDA tensor");
@@ -175,9 +71,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     mask_grad_reduce_kernel<<<(unsigned)B, kThreads, 0, stream>>>(r.data_ptr<float>(), r_sum.data_ptr<float>(),
                                                                    r_abs.data_ptr<float>(), T);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    rln_bwd_cols_kernel<<<(unsigned)((C + 127) / 128), 128, 0, stream>>>(
-        dy.data_ptr<float>(), x.data_ptr<float>(), res.data_ptr<float>(), sp, mean.data_ptr<float>(), rstd.data_ptr<float>(),
-        dw.data_ptr<float>(), db.data_ptr<float>(), N, T, C);
+    const int64_t chunks = (N + kChunkRows - 1) / kChunkRows;
+    at::Tensor part_w = at::empty({chunks, C}, x.options()), part_b = at::empty({chunks, C}, x.options());
+    const dim3 grid((unsigned)((C + kColTile - 1) / kColTile), (unsigned)chunks), block(kColTile, kRowLanes);
+    rln_bwd_cols_partial_kernel<<<grid, block, 0, stream>>>(
+        dy.data_ptr<float>(), x.data_ptr<float>(), res.data_ptr<float>(), sp, mean.data_ptr<float>(),
+        rstd.data_ptr<float>(), part_w.data_ptr<float>(), part_b.data_ptr<float>(), N, T, C);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    rln_bwd_cols_final_kernel<<<(unsigned)((C + 255) / 256), 256, 0, stream>>>(
+        part_w.data_ptr<float>(), part_b.data_ptr<float>(), dw.data_ptr<float>(), db.data_ptr<float>(), chunks, C);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return {dx, dres, dw, db, r_sum, r_abs};

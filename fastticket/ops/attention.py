@@ -44,8 +44,17 @@ def masked_attention(
     """
     _check(q, k, v, head_scale, lengths, dropout_p, abs_probe)
     extras = _check_extras(q, attn_bias, window)
-    impl = dispatch.resolve(OP, backend, q, k, v, features=tuple(extras))
+    impl = dispatch.resolve(OP, backend, q, k, v, attn_bias, features=tuple(extras),
+                            mask_grad=needs_mask_grad(head_scale, abs_probe))
     return impl(q, k, v, head_scale, lengths, dropout_p, softmax_scale, abs_probe, **extras)
+
+
+def needs_mask_grad(head_scale, abs_probe) -> bool:
+    """Whether this call must produce a head-mask gradient or probe: then "auto" takes a fused kernel that
+    computes it; otherwise the fastest plain attention serves (the mask is only a multiply)."""
+    if abs_probe is not None:
+        return True
+    return head_scale is not None and head_scale.requires_grad and torch.is_grad_enabled()
 
 
 def _check_extras(q, attn_bias, window) -> dict:
@@ -69,6 +78,11 @@ def _check_extras(q, attn_bias, window) -> dict:
 def _check(q, k, v, head_scale, lengths, dropout_p, abs_probe) -> None:
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f"q, k, v must share one shape [B, H, T, D]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
+        raise ValueError(f"q, k, v have dtypes {q.dtype}, {k.dtype}, {v.dtype}; allowed: one floating-point dtype for "
+                         f"all three (under autocast, cast them to one dtype before the call)")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v are on {q.device}, {k.device}, {v.device}; allowed: one device")
     batch, heads = q.shape[:2]
     if head_scale is not None and tuple(head_scale.shape) not in ((heads,), (batch, heads)):
         raise ValueError(f"head_scale has shape {tuple(head_scale.shape)}; allowed: [H]=({heads},) or [B, H]=({batch}, {heads})")
@@ -80,7 +94,10 @@ def _check(q, k, v, head_scale, lengths, dropout_p, abs_probe) -> None:
         raise ValueError(f"abs_probe has shape {tuple(abs_probe.shape)}; allowed: [B, H]=({batch}, {heads})")
 
 
-def _torch_backend(q, k, v, head_scale, lengths, dropout_p, softmax_scale, abs_probe, attn_bias=None, window=None):
+def torch_masked_attention(q, k, v, head_scale, lengths, dropout_p, softmax_scale, abs_probe, attn_bias=None,
+                           window=None):
+    """The torch backend, and the vendor path on CUDA: SDPA (flash / cuDNN / memory-efficient, as torch picks
+    for the mask) with head_scale applied as a multiply whose backward reduces the mask gradient."""
     mask = allowed_keys(lengths, window, q.shape[2], q.device)
     if attn_bias is not None:
         bias = attn_bias.to(q.dtype)
@@ -105,4 +122,4 @@ def allowed_keys(lengths, window, seq: int, device) -> torch.Tensor | None:
     return allowed | (~allowed.any(-1, keepdim=True) & keep)
 
 
-dispatch.register(OP, "torch", _torch_backend, features=("attn_bias", "window"))
+dispatch.register(OP, "torch", torch_masked_attention, features=("attn_bias", "window"))

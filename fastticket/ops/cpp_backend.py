@@ -6,7 +6,8 @@ autograd Functions with the public ops' semantics (mask gradient per example or 
 abs_probe's grad), and registers them with fastticket.ops.dispatch. Without the extension (built with
 FASTTICKET_BUILD_EXT=0, or a failed build) nothing is registered and the torch backend serves every call.
 
-Compute is fp32; bf16 inputs are upcast once and the results rounded once (ATen makes that cheap). Attention
+Compute is fp32; bf16 inputs are upcast once and the results rounded once (ATen makes that cheap). A local
+window masks the score block (served: cheap and exact; attn_bias is not, calls with it go elsewhere). Attention
 dropout (dropout_p > 0, training only) is not in the C++ kernel: the cpp function hands such calls to the
 torch backend (SDPA), so dropout behaves exactly as backend="torch".
 """
@@ -42,14 +43,15 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
 
 class _Attention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, head_scale, abs_probe, lengths, softmax_scale):
+    def forward(ctx, q, k, v, head_scale, abs_probe, lengths, softmax_scale, window):
         batch, heads = q.shape[:2]
         hs = None if head_scale is None else head_scale.detach().float().expand(batch, heads).contiguous()
         save = any(ctx.needs_input_grad[:5])
         q32, k32, v32 = _f32(q), _f32(k), _f32(v)
-        out, c, lse = torch.ops.fastticket.attn_fwd(q32, k32, v32, hs, lengths, softmax_scale, save)
+        out, c, lse = torch.ops.fastticket.attn_fwd(q32, k32, v32, hs, lengths, softmax_scale, save, window)
         ctx.set_materialize_grads(True)
         ctx.softmax_scale = softmax_scale
+        ctx.window = window
         ctx.per_model = head_scale is not None and head_scale.dim() == 1
         ctx.scale_dtype = None if head_scale is None else head_scale.dtype
         ctx.dtype = q.dtype
@@ -62,7 +64,7 @@ class _Attention(torch.autograd.Function):
         q32, k32, v32, c, lse, hs, lengths = ctx.saved_tensors
         need_qkv = any(ctx.needs_input_grad[:3])
         dq, dk, dv, r_sum, r_abs = torch.ops.fastticket.attn_bwd(
-            _f32(dout), q32, k32, v32, c, lse, hs, lengths, ctx.softmax_scale, need_qkv)
+            _f32(dout), q32, k32, v32, c, lse, hs, lengths, ctx.softmax_scale, need_qkv, ctx.window)
         if not need_qkv:
             dq = dk = dv = None
         elif ctx.dtype != torch.float32:
@@ -72,17 +74,18 @@ class _Attention(torch.autograd.Function):
             grad_scale = (r_sum.sum(0) if ctx.per_model else r_sum).to(ctx.scale_dtype)
         if ctx.needs_input_grad[4]:
             grad_probe = r_abs
-        return dq, dk, dv, grad_scale, grad_probe, None, None
+        return dq, dk, dv, grad_scale, grad_probe, None, None, None
 
 
-def cpp_masked_attention(q, k, v, head_scale, lengths, dropout_p, softmax_scale, abs_probe):
+def cpp_masked_attention(q, k, v, head_scale, lengths, dropout_p, softmax_scale, abs_probe, window=None):
     if dropout_p > 0.0:  # no dropout in the C++ kernel: the torch backend's (SDPA) dropout, same semantics
-        return _attention._torch_backend(q, k, v, head_scale, lengths, dropout_p, softmax_scale, abs_probe)
+        return _attention.torch_masked_attention(q, k, v, head_scale, lengths, dropout_p, softmax_scale, abs_probe,
+                                                 window=window)
     if softmax_scale is None:
         softmax_scale = 1.0 / math.sqrt(q.shape[-1])
     if lengths is not None:
         lengths = lengths.to(device=q.device, dtype=torch.int64).contiguous()
-    return _Attention.apply(q, k, v, head_scale, abs_probe, lengths, float(softmax_scale))
+    return _Attention.apply(q, k, v, head_scale, abs_probe, lengths, float(softmax_scale), window)
 
 
 # --------------------------------------------------------------------------------- residual layernorm
@@ -94,15 +97,17 @@ class _ResidualLayerNorm(torch.autograd.Function):
         batch = x.shape[0]
         s = None if scale is None else scale.detach().float().expand(batch).contiguous()
         x32, r32 = _f32(x), _f32(residual)
-        w32, b32 = weight.detach().float().contiguous(), bias.detach().float().contiguous()
+        w32 = weight.detach().float().contiguous()
+        b32 = torch.zeros_like(w32) if bias is None else bias.detach().float().contiguous()  # no bias: zeros
         y, mean, rstd = torch.ops.fastticket.rln_fwd(x32, r32, s, w32, b32, eps)
         ctx.set_materialize_grads(True)
-        ctx.dtypes = (x.dtype, residual.dtype, weight.dtype, bias.dtype)
+        ctx.dtypes = (x.dtype, residual.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.scale_shape = None if scale is None else scale.shape
         ctx.scale_dtype = None if scale is None else scale.dtype
         if any(ctx.needs_input_grad[:6]):
             ctx.save_for_backward(x32, r32, s, w32, mean, rstd)
-        return y if x.dtype == torch.float32 else y.to(x.dtype)
+        out_dtype = torch.promote_types(x.dtype, residual.dtype)
+        return y if out_dtype == torch.float32 else y.to(out_dtype)
 
     @staticmethod
     def backward(ctx, dy):
@@ -133,14 +138,14 @@ if AVAILABLE:
         return q.new_empty((b, t, h, d), dtype=torch.float32).permute(0, 2, 1, 3)
 
     @torch.library.register_fake("fastticket::attn_fwd")
-    def _attn_fwd_fake(q, k, v, head_scale, lengths, softmax_scale, save_for_backward):
+    def _attn_fwd_fake(q, k, v, head_scale, lengths, softmax_scale, save_for_backward, window=None):
         out = _bthd(q)
         ctx = q.new_empty(q.shape if (save_for_backward and head_scale is not None) else (0,), dtype=torch.float32)
         lse = q.new_empty(q.shape[:3] if save_for_backward else (0,), dtype=torch.float32)
         return out, ctx, lse
 
     @torch.library.register_fake("fastticket::attn_bwd")
-    def _attn_bwd_fake(dout, q, k, v, ctx, lse, head_scale, lengths, softmax_scale, need_qkv):
+    def _attn_bwd_fake(dout, q, k, v, ctx, lse, head_scale, lengths, softmax_scale, need_qkv, window=None):
         mk = lambda s: q.new_empty(s, dtype=torch.float32)  # noqa: E731
         if need_qkv:
             return _bthd(q), _bthd(q), _bthd(q), mk(q.shape[:2]), mk(q.shape[:2])
@@ -168,7 +173,7 @@ def _on(device_type: str):
 
 
 if AVAILABLE:
-    dispatch.register(_attention.OP, "cpp", cpp_masked_attention, supports=_on("cpu"))
+    dispatch.register(_attention.OP, "cpp", cpp_masked_attention, supports=_on("cpu"), features=("window",))
     dispatch.register(_rln.OP, "cpp", cpp_masked_residual_layernorm, supports=_on("cpu"))
     if WITH_CUDA:  # the CUDA residual LayerNorm (+ per-example mask-gradient reduction) of csrc/cuda
         dispatch.register(_rln.OP, "cuda", cpp_masked_residual_layernorm, supports=_on("cuda"))

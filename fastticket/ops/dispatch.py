@@ -4,7 +4,10 @@ Each op (masked_attention, masked_residual_layernorm) has implementations regist
 backend="auto" takes the first registered backend, in AUTO_ORDER, that `prefers` the given tensors; an
 explicit name must be registered and `support` them, or one ValueError says what is available. The two
 differ where a backend can run but should not be picked by itself: Triton kernels run on CPU tensors
-under TRITON_INTERPRET=1 (for tests), far too slowly for "auto".
+under TRITON_INTERPRET=1 (for tests), far too slowly for "auto". A backend registered
+`only_with_mask_grad` is auto's pick only for calls that need the mask gradient (or probe): the fused
+attention kernel earns its place there, while a call without one is served faster by the vendor kernels
+(SDPA flash / cuDNN behind the torch backend).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class _Impl:
     supports: Callable[..., bool]
     prefers: Callable[..., bool]
     features: frozenset = frozenset()  # optional arguments it serves (e.g. attn_bias, window)
+    only_with_mask_grad: bool = False  # auto picks it only for calls that need a mask gradient
 
 
 _registry: dict[str, dict[str, _Impl]] = {}
@@ -32,13 +36,15 @@ def _always(*tensors, **kwargs) -> bool:
 
 
 def register(op: str, backend: str, fn: Callable, supports: Callable[..., bool] = _always,
-             prefers: Callable[..., bool] | None = None, features=()) -> None:
+             prefers: Callable[..., bool] | None = None, features=(), only_with_mask_grad: bool = False) -> None:
     """Registers `fn` as `op`'s implementation on `backend`: `supports(*tensors)` says where it can run,
     `prefers(*tensors)` (default: supports) where "auto" picks it, `features` which optional arguments
-    of the op it serves (a call using another one skips this backend)."""
+    of the op it serves (a call using another one skips this backend), `only_with_mask_grad` that auto
+    picks it only for calls needing a mask gradient."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")
-    _registry.setdefault(op, {})[backend] = _Impl(fn, supports, prefers or supports, frozenset(features))
+    _registry.setdefault(op, {})[backend] = _Impl(fn, supports, prefers or supports, frozenset(features),
+                                                  bool(only_with_mask_grad))
 
 
 def available(op: str) -> tuple[str, ...]:
@@ -46,15 +52,19 @@ def available(op: str) -> tuple[str, ...]:
     return tuple(b for b in AUTO_ORDER if b in _registry.get(op, {}))
 
 
-def resolve(op: str, backend: str, *tensors, features=()) -> Callable:
-    """The implementation of `op` that `backend` names for these tensors; `features`: the optional
-    arguments this call uses (names), which the backend must serve."""
+def resolve(op: str, backend: str, *tensors, features=(), mask_grad: bool = True) -> Callable:
+    """The implementation of `op` that `backend` names for these tensors (None entries are skipped);
+    `features`: the optional arguments this call uses (names), which the backend must serve; `mask_grad`:
+    whether the call needs the mask gradient (auto's rule for backends registered only_with_mask_grad)."""
     impls = _registry.get(op, {})
     needed = frozenset(features)
+    tensors = tuple(t for t in tensors if t is not None)
     if backend == "auto":
         for name in AUTO_ORDER:
             impl = impls.get(name)
-            if impl is not None and needed <= impl.features and impl.prefers(*tensors):
+            if impl is None or not needed <= impl.features or (impl.only_with_mask_grad and not mask_grad):
+                continue
+            if impl.prefers(*tensors):
                 return impl.fn
         raise ValueError(f"no backend of {op} supports these inputs; registered: {available(op)}")
     if backend not in BACKENDS:

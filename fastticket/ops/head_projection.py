@@ -99,16 +99,15 @@ def _kernel_module():
 
 def _mm(a, b, c, bias, heads, head_dim, m, n, k, a_strides, b_strides, c_strides, *, gather_k=False, gather_n=False,
         scatter_m=False, scatter_n=False):
-    from .triton_backend import _interpret
+    from . import triton_backend as tb
 
     kernel = _kernel_module()
-    cfg = kernel.block_sizes(_interpret())
-    prec = "ieee" if a.dtype == torch.float32 else "tf32"
-    kernel._gathered_mm[kernel.grid(m, n, cfg)](
+    cfg = kernel.block_sizes(tb.interpreting())
+    prec = tb.matmul_precision(a)
+    tb.launch(kernel.gathered_mm, kernel.grid(m, n, cfg),
         a, b, c, bias, heads, m, n, k, *a_strides, *b_strides, *c_strides,
         HEAD_DIM=head_dim, GATHER_K=gather_k, GATHER_N=gather_n, SCATTER_M=scatter_m, SCATTER_N=scatter_n,
-        HAS_BIAS=bias is not None, PREC=prec, **cfg,
-    )
+        HAS_BIAS=bias is not None, PREC=prec, **cfg)
     return c
 
 
@@ -181,15 +180,15 @@ class _TritonHeadProjection(torch.autograd.Function):
         return dx, dw, db, None, None, None
 
 
-def _triton_backend(x, weight, bias, heads, head_dim, mode):
+def triton_head_projection(x, weight, bias, heads, head_dim, mode):
     return _TritonHeadProjection.apply(x, weight, bias, heads, head_dim, mode)
 
 
 def _register_triton() -> None:
-    from .triton_backend import _HAS_TRITON, _prefers, _supports
+    from . import triton_backend as tb
 
-    if _HAS_TRITON:
-        dispatch.register(OP, "triton", _triton_backend, supports=_supports, prefers=_prefers)
+    if tb.HAS_TRITON:
+        dispatch.register(OP, "triton", triton_head_projection, supports=tb.supports, prefers=tb.prefers)
 
 
 _register_triton()

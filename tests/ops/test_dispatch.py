@@ -179,6 +179,69 @@ def test_auto_with_no_supporting_backend(registry):
         masked_attention(q, k, v, hs, lengths)
 
 
+# ------------------------------------------------------------------------- auto's mask-gradient rule
+
+
+def test_mask_grad_only_backend_serves_auto_only_when_a_mask_gradient_is_needed(registry):
+    """A backend registered only_with_mask_grad (the fused Triton attention on CUDA) is auto's pick for a
+    head_scale that requires grad or an abs_probe; without either (full fine-tuning, compact tickets,
+    evaluation, no_grad) auto takes the next backend (the vendor path)."""
+    q, k, v, hs, lengths = att_inputs()
+    calls, fake = _counting_torch_backend(registry)
+    register(ATT, "triton", fake, supports=lambda *t: True, prefers=lambda *t: True, only_with_mask_grad=True)
+    masked_attention(q, k, v, hs, lengths)  # head_scale needs no grad
+    masked_attention(q, k, v, None, lengths)
+    with torch.no_grad():
+        masked_attention(q, k, v, hs.requires_grad_(True), lengths)
+    assert calls == []
+    masked_attention(q, k, v, hs.requires_grad_(True), lengths)
+    masked_attention(q, k, v, None, lengths, abs_probe=torch.zeros(B, H, requires_grad=True))
+    assert calls == ["fake", "fake"]
+    masked_attention(q, k, v, None, lengths, backend="triton")  # a named backend is always honoured
+    assert calls == ["fake"] * 3
+
+
+@pytest.mark.parametrize("head_scale,probe,grad,expected", [
+    (None, False, True, False), ("plain", False, True, False), ("grad", False, True, True),
+    ("grad", False, False, False), (None, True, True, True), (None, True, False, True)])
+def test_needs_mask_grad(head_scale, probe, grad, expected):
+    from fastticket.ops.attention import needs_mask_grad
+
+    hs = None if head_scale is None else torch.ones(H, requires_grad=head_scale == "grad")
+    with torch.set_grad_enabled(grad):
+        assert needs_mask_grad(hs, torch.zeros(B, H) if probe else None) is expected
+
+
+def test_triton_prefers_cuda_half_precision_only(monkeypatch):
+    """auto's device rule for the Triton kernels: CUDA fp16/bf16; fp32 on CUDA goes to SDPA (exact, where the
+    kernels would compute in TF32), CPU tensors never (the interpreter is for tests)."""
+    from types import SimpleNamespace
+
+    from fastticket.ops import triton_backend as tb
+
+    monkeypatch.setattr(tb, "interpreting", lambda: False)
+    cuda = lambda dtype: SimpleNamespace(is_cuda=True, dtype=dtype, device=SimpleNamespace(type="cuda"))  # noqa: E731
+    assert tb.prefers(cuda(torch.bfloat16), cuda(torch.float16)) == tb.HAS_TRITON
+    assert not tb.prefers(cuda(torch.float32)) and not tb.prefers(torch.zeros(1, dtype=torch.float16))
+    assert tb.supports(cuda(torch.float32)) == tb.HAS_TRITON  # named: served, in TF32
+    monkeypatch.setattr(tb, "interpreting", lambda: True)
+    assert not tb.prefers(cuda(torch.bfloat16))
+
+
+def test_cpu_rule_cpp_with_or_without_mask_grad():
+    """On CPU auto takes the compiled cpp attention whether or not a mask gradient is needed (measured no
+    slower than SDPA forward, faster forward + backward: README design notes); torch for what cpp lacks."""
+    from fastticket.ops import cpp_backend
+
+    if not cpp_backend.AVAILABLE:
+        pytest.skip("fastticket._C is not built")
+    q, k, v, hs, lengths = att_inputs()
+    for mask_grad in (True, False):
+        assert dispatch.resolve(ATT, "auto", q, k, v, mask_grad=mask_grad) is cpp_backend.cpp_masked_attention
+    half = q.half()
+    assert dispatch.resolve(ATT, "auto", half, half, half, mask_grad=True) is dispatch._registry[ATT]["torch"].fn
+
+
 # ------------------------------------------------------------------------------- argument checks
 
 
@@ -261,3 +324,15 @@ def test_layernorm_shapes(backend, which, shape):
     args = {"x": x, "residual": r, "scale": s, "weight": w, "bias": b, "abs_probe": None}
     args[which] = torch.randn(shape) if which != "abs_probe" else torch.zeros(shape, requires_grad=True)
     _raises_naming(lambda: masked_residual_layernorm(**args, backend=backend), shape)
+
+
+@pytest.mark.parametrize("backend", BACKEND_ARGS)
+@pytest.mark.parametrize("which", ["q", "k", "v"])
+def test_attention_mixed_dtypes_are_one_value_error(backend, which):
+    """A mixed-dtype call (e.g. half q/k/v from autocast next to an fp32 one) is one ValueError naming the
+    dtypes, whatever the backend: never a kernel's compile assertion."""
+    q, k, v, hs, lengths = att_inputs()
+    args = {"q": q, "k": k, "v": v}
+    args[which] = args[which].half()
+    with pytest.raises(ValueError, match=r"dtypes .*float16.*allowed: one floating-point dtype"):
+        masked_attention(args["q"], args["k"], args["v"], hs, lengths, backend=backend)

@@ -209,3 +209,37 @@ def test_low_precision_flash_rule(backend, device, dtype, shape, scale_kind):
     assert_flash_rule(out, out_lo, out64, "out", slack)
     for name in grads:
         assert_flash_rule(grads[name], grads_lo[name], grads64[name], name, slack)
+
+
+@pytest.mark.parametrize("backend,device", CASES)
+def test_without_bias(backend, device):
+    """bias=None (ModernBERT's LayerNorm): the reference with a zero bias, and no bias gradient asked for."""
+    batch, seq, channels = 3, 17, 37
+    x, residual, scale, weight, _, g = make_case(batch, seq, channels, "example", 41)
+    zero = torch.zeros(channels, dtype=torch.float64)
+    out64, grads64 = run_ref(x, residual, scale, weight, zero, g)
+    xl, rl, wl = leaves(*(t.to(device, torch.float32) for t in (x, residual, weight)))
+    (sl,) = leaves(scale.to(device, torch.float32))
+    out = masked_residual_layernorm(xl, rl, sl, wl, None, backend=backend)
+    grads = torch.autograd.grad(out, [xl, rl, wl, sl], grad_outputs=g.to(device, torch.float32))
+    assert_close_ref(out.detach().cpu(), out64, "out")
+    for name, d in zip(["x", "residual", "weight", "scale"], grads):
+        assert_close_ref(d.cpu(), grads64[name], name, mag=mask_grad_mag(grads64["probe"], scale) if name == "scale" else 0.0)
+
+
+@pytest.mark.parametrize("backend,device", CASES)
+def test_mixed_dtypes_promote(backend, device):
+    """x in a half dtype (an autocast FFN output) + an fp32 residual: the result has the promoted dtype (as
+    scale·x + residual) and each gradient its input's dtype."""
+    half = torch.float16 if device == "cpu" and backend == "triton" else torch.bfloat16
+    batch, seq, channels = 2, 5, 24
+    x, residual, scale, weight, bias, g = make_case(batch, seq, channels, "example", 43)
+    skip_unless_supported(pytest, OP, backend, x.to(device, half), residual.to(device, torch.float32))
+    xl, rl = leaves(x.to(device, half), residual.to(device, torch.float32))
+    out = masked_residual_layernorm(xl, rl, scale.to(device), weight.to(device, torch.float32),
+                                    bias.to(device, torch.float32), backend=backend)
+    assert out.dtype == torch.float32
+    dx, dr = torch.autograd.grad(out, [xl, rl], grad_outputs=g.to(device, torch.float32))
+    assert dx.dtype == half and dr.dtype == torch.float32
+    out64, _ = run_ref(x.to(half).double(), residual, scale, weight, bias, g)
+    assert_close_ref(out.detach().cpu(), out64, "out", rtol=1e-4, atol=1e-4)
