@@ -398,11 +398,11 @@ def share_tickets(
     per-task dev metrics and the shared model; out_dir: save it there (ShareResult.load reads it back).
     """
     from ..models import load_model
-    from ..train import _check_args, _seeded, linear_schedule, warmup_steps_for
+    from ..train import check_train_args, _seeded, linear_schedule, warmup_steps_for
 
     if compat not in COMPAT:
         raise ValueError(f"compat={compat!r}; allowed: None (exact ticket sharing) or 'mtdnn' (the authors' masking)")
-    _check_args(epochs, lr, batch_size, warmup, clip, weight_decay, patience, None, max_steps, None)
+    check_train_args(epochs, lr, batch_size, warmup, clip, weight_decay, patience, None, max_steps, None)
     if isinstance(model, (str, os.PathLike)):
         model = load_model(os.fspath(model), seed=seed, backend=backend)
     if not isinstance(model, TicketModel):
