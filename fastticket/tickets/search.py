@@ -249,11 +249,11 @@ def _load_checked(model, task, levels, max_length: int, data_dir, backend: str):
     pretrained = copy.deepcopy(pretrained).cpu().eval()  # the rewinding point, never trained
     pretrained.backend = backend
     for level in levels:  # an impossible level, or one that prunes nothing, fails now, not after fine-tuning
-        _check_level_prunes(pretrained, level)
+        check_level_prunes(pretrained, level)
     return pretrained, task
 
 
-def _check_level_prunes(pretrained: TicketModel, level: float) -> None:
+def check_level_prunes(pretrained: TicketModel, level: float) -> None:
     """select() refuses an impossible level; a level that rounds to no pruned head or FFN is refused too."""
     layers, heads = pretrained.num_layers, pretrained.num_heads
     ticket = select(Importance(torch.zeros(layers, heads), torch.zeros(layers)), level)

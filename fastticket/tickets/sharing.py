@@ -36,7 +36,8 @@ from ..data.batching import batch_of_rows, iterate_batches
 from ..data.metrics import compute_metrics, primary_metric
 from ..models import TicketModel
 from ..models.encoder import ClassificationHead, right_padding_lengths, task_loss
-from ..utils import atomic_write_text
+from ..rundir import claim
+from ..utils import atomic_write_text, resolve_device
 from .rewind import rewind
 from .ticket import Ticket
 
@@ -408,7 +409,9 @@ def share_tickets(
     if not isinstance(model, TicketModel):
         raise ValueError(f"model must be an ft.TicketModel or a checkpoint path; got {type(model).__name__}")
     check_share_inputs(model, tasks, tickets)
-    device = torch.device(device) if device is not None else model.embeddings.word.weight.device
+    device = resolve_device(device) if device is not None else model.embeddings.word.weight.device
+    if out_dir is not None:  # never into the user's files or another command's run (rundir), before training
+        claim(out_dir, "share")
     shared = build_shared(model, tasks, tickets, seed, projection_backend).to(device)
     pad = model.config.pad_token_id
 
