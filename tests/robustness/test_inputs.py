@@ -15,7 +15,7 @@ from tests.robustness.test_outputs import OPTIONS, tiny_task
 
 
 def load_local(checkpoint, directory, **kw):
-    return ft.load_task("local", tokenizer=checkpoint, data_dir=str(directory), max_length=16, **kw)
+    return ft.load_task("local", tokenizer=checkpoint, data_dir=str(directory), max_length=16, text_columns="text", **kw)
 
 
 def write(directory, name, text):

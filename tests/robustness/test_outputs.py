@@ -11,11 +11,24 @@ import pytest
 import torch
 
 import fastticket as ft
-from fastticket import rundir
 from fastticket.cli import main
 from fastticket.data.task import Task
-from fastticket.utils import atomic_write_text, tmp_tag
+from fastticket.utils import atomic_write_text
 from tests.helpers import tiny_model, tokenized_dataset
+
+MARKER = "fastticket_run.json"  # MARKER (written out: these tests must run, and fail, on old code too)
+
+
+def tmp_tag(pid=None):
+    from fastticket.utils import tmp_tag as tag
+
+    return tag(pid)
+
+
+def owner(directory):
+    from fastticket.rundir import owner as found
+
+    return found(directory)
 
 OPTIONS = dict(levels=(0.5,), kinds=("winning",), epochs=1, batch_size=4, patience=None, progress=False)
 
@@ -44,7 +57,8 @@ def test_export_refuses_a_project_folder_and_an_hf_checkpoint(tmp_path):
     (project / "notes.txt").write_text("keep me")
     checkpoint = tmp_path / "checkpoint"
     ft.export(tiny_model(), checkpoint, format="hf")
-    os.remove(checkpoint / rundir.MARKER_FILE)  # now exactly what transformers' save_pretrained writes
+    if (checkpoint / MARKER).exists():
+        os.remove(checkpoint / MARKER)  # now exactly what transformers' save_pretrained writes
     for target in (project, checkpoint):
         before = snapshot(target)
         with pytest.raises(ValueError, match="did not write .*refusing to replace it"):
@@ -66,7 +80,7 @@ def test_export_replaces_only_its_own_earlier_export(tmp_path):
     path = tmp_path / "export"
     ft.export(tiny_model(seed=1), path)
     ft.export(tiny_model(seed=2), path, format="hf")  # an earlier export: replaced
-    assert json.loads((path / rundir.MARKER_FILE).read_text())["files"] == ["config.json", "model.safetensors"]
+    assert json.loads((path / MARKER).read_text())["files"] == ["config.json", "model.safetensors"]
     (path / "mine.txt").write_text("a file the user added")
     with pytest.raises(ValueError, match=r"also holds files it did not write \(mine.txt\)"):
         ft.export(tiny_model(seed=3), path)
@@ -126,10 +140,10 @@ def test_adapt_and_share_refuse_a_search_run(search_run):
 
 
 def test_every_run_directory_records_its_command(search_run, tmp_path):
-    assert rundir.owner(search_run) == "search" and rundir.owner(search_run / "super_ticket_model") == "export"
+    assert owner(search_run) == "search" and owner(search_run / "super_ticket_model") == "export"
     out = tmp_path / "adapt"
     ft.adapt(tiny_model(num_labels=2), tiny_task(), (1.0,), epochs=1, batch_size=4, out_dir=str(out), progress=False)
-    assert rundir.owner(out) == "adapt"
+    assert owner(out) == "adapt"
     with pytest.raises(ValueError, match="already holds a `fastticket adapt` run; refusing to overwrite it"):
         ft.adapt(tiny_model(num_labels=2), tiny_task(), (1.0,), epochs=1, batch_size=4, out_dir=str(out), progress=False)
 
@@ -149,7 +163,7 @@ def test_leftovers_of_a_killed_writer_are_cleaned_on_the_next_start(tmp_path):
     stale_file.write_text('{"half": ')
     stale_dir = run / f".super_ticket_model.tmp-{tmp_tag(dead)}xyz"
     stale_dir.mkdir()
-    (stale_dir / rundir.MARKER_FILE).write_text("{}")
+    (stale_dir / MARKER).write_text("{}")
     (stale_dir / "model.safetensors").write_bytes(b"\0" * 10)
     live_file = run / f".tmp-{tmp_tag()}live-results.json"  # a live writer's (ours): left alone
     live_file.write_text("{}")
@@ -178,4 +192,4 @@ def test_output_files_follow_the_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "export").stat().st_mode & 0o777 == 0o755
-    assert (tmp_path / "export" / rundir.MARKER_FILE).stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "export" / MARKER).stat().st_mode & 0o777 == 0o644

@@ -20,25 +20,44 @@ from tests.robustness.test_outputs import OPTIONS, dead_pid, tiny_task
 from tests.helpers import tiny_model
 
 
-def test_resume_with_another_data_dir_is_refused(checkpoint, task_dir, tmp_path, capsys):
+def write_sst2(directory):
+    """A GLUE-layout root with SST-2/{train,dev}.tsv (sentence, label)."""
+    from tests.robustness.tiny import sentences
+
+    folder = directory / "SST-2"
+    folder.mkdir(parents=True)
+    for split, n, seed in (("train", 24, 1), ("dev", 30, 2)):
+        lines = ["sentence\tlabel"] + [f"{text}\t{label}" for text, label in sentences(n, seed)]
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def test_resume_with_another_data_dir_is_refused(checkpoint, tmp_path):
     """Defect: --resume with a different --data-dir was accepted (one run mixing two datasets)."""
-    run, other = tmp_path / "run", tmp_path / "other"
-    shutil.copytree(task_dir, other)  # the same files elsewhere: still another data directory
-    assert main(["search", "--model", checkpoint, "--task", "local", "--data-dir", task_dir, "--out", str(run),
-                 *TINY_SEARCH]) == 0
-    capsys.readouterr()
+    run, data = tmp_path / "run", write_sst2(tmp_path / "glue")
+    other = tmp_path / "other"
+    shutil.copytree(data, other)  # the same files elsewhere: still another data directory
+    options = {**OPTIONS, "max_length": 16}
+    ft.search(checkpoint, "sst2", data_dir=str(data), out_dir=str(run), **options)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    assert main(["search", "--model", checkpoint, "--task", "local", "--data-dir", str(other), "--out", str(run),
-                 "--resume", *TINY_SEARCH]) == 2
-    err = capsys.readouterr().err
-    assert f"data.data_dir: '{os.path.realpath(task_dir)}' -> '{os.path.realpath(other)}'" in err
-    assert err.count("\n") == 1  # one line
-    with open(os.path.join(task_dir, "train.csv"), "a") as f:
-        f.write("good film,1\n")  # the same directory, other content
-    assert main(["search", "--model", checkpoint, "--task", "local", "--data-dir", task_dir, "--out", str(run),
-                 "--resume", *TINY_SEARCH]) == 2
-    assert "data.train_sha256" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=rf"data.data_dir: '{os.path.realpath(data)}' -> '{os.path.realpath(other)}'"):
+        ft.search(checkpoint, "sst2", data_dir=str(other), out_dir=str(run), resume=True, **options)
+    with open(data / "SST-2" / "train.tsv", "a") as f:
+        f.write("good film\t1\n")  # the same directory, other content
+    with pytest.raises(ValueError, match=r"data.train_sha256: '[0-9a-f]{64}' -> '[0-9a-f]{64}'"):
+        ft.search(checkpoint, "sst2", data_dir=str(data), out_dir=str(run), resume=True, **options)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_resume_of_a_local_task_from_the_cli_names_the_difference_in_one_line(checkpoint, task_dir, tmp_path, capsys):
+    run, other = tmp_path / "run", tmp_path / "other"
+    shutil.copytree(task_dir, other)
+    local = ["search", "--model", checkpoint, "--task", "local", "--out", str(run), *TINY_SEARCH]
+    assert main([*local, "--data-dir", task_dir]) == 0
+    capsys.readouterr()
+    assert main([*local, "--data-dir", str(other), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"data.data_dir: '{os.path.realpath(task_dir)}' -> '{os.path.realpath(other)}'" in err and err.count("\n") == 1
 
 
 def test_resume_compares_the_model_by_weights_not_by_path(tmp_path):
