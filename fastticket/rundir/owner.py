@@ -66,8 +66,9 @@ def check_target(directory, command: str, *, resume: bool = False) -> None:
     found = owner(directory)
     if found is None:
         if entries:
-            raise ValueError(f"output directory {directory!r} is not empty and has no {MARKER_FILE}, so it is not a "
-                             f"fastticket run (it holds {_some(entries)}); refusing to write into it: choose a new or empty directory")
+            raise ValueError(f"output directory {directory!r} is not empty and has no {MARKER_FILE} (it holds "
+                             f"{_some(entries)}): fastticket writes only into new or empty directories and its own runs; "
+                             f"refusing to write into it: choose a new or empty directory")
         return
     if found != command:
         raise ValueError(f"output directory {directory!r} holds a `fastticket {found}` run; `fastticket {command}` "

@@ -17,20 +17,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SEARCH = ["--task", "local", "--levels", "0.25,0.5,0.75", "--kinds", "winning,random", "--epochs", "1",
           "--batch-size", "4", "--max-length", "16"]
 # The child prints "ready" once its imports are done, so kills land in the work, not in `import torch`.
-# For export, whose work takes milliseconds, every write and rename is slowed so random kills fall inside them.
+# For export, whose work takes milliseconds, the steps of the directory replacement are slowed so random
+# kills fall inside them.
 CHILD = """
 import sys, time
 sys.path.insert(0, {root!r})
-import fastticket.cli, fastticket.models.exporting as ex, fastticket.rundir.replace as rp
-if {slow}:
+import fastticket.cli, fastticket.rundir.replace as rp
+if {slow}:  # the steps of rundir.replace_dir: marker of the new dir, its content, the exchange, removing the old
     def slow(f):
         def g(*a, **k):
-            time.sleep(0.15)
+            time.sleep(0.2)
             out = f(*a, **k)
-            time.sleep(0.15)
+            time.sleep(0.2)
             return out
         return g
-    ex._save_safetensors, ex._write_json, rp.exchange, rp.write_marker = map(slow, (ex._save_safetensors, ex._write_json, rp.exchange, rp.write_marker))
+    rp.write_marker, rp.exchange, rp.remove_tree = map(slow, (rp.write_marker, rp.exchange, rp.remove_tree))
 print("ready", flush=True)
 sys.exit(fastticket.cli.main(sys.argv[1:]))
 """
