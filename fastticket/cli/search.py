@@ -47,6 +47,7 @@ def run(args) -> int:
     from ..defaults import display_name
     from ..rundir import check_target
     from ..tickets import search
+    from ..utils import resolve_device
 
     if args.resume and not args.out:
         raise ValueError("--resume needs --out: the run directory to continue")
@@ -56,6 +57,7 @@ def run(args) -> int:
     options = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in budget.items()}
     out = args.out or os.path.join("runs", f"{task}-{_time.strftime('%Y%m%d-%H%M%S')}")
     check_target(out, "search", resume=args.resume)  # before loading anything (search checks again, then claims)
+    resolve_device(args.device)
     model = args.model
     if model is None:
         from ..defaults import default_model_path
