@@ -92,7 +92,7 @@ def fine_tune(
     forward (training a ticket by masks instead of a compact model).
     """
     train, dev, metric, task = _unpack(model, task_or_train, dev, metric)
-    _check_args(epochs, lr, batch_size, warmup, clip, weight_decay, patience, eval_every, max_steps, dropout)
+    check_train_args(epochs, lr, batch_size, warmup, clip, weight_decay, patience, eval_every, max_steps, dropout)
     if len(train) == 0:
         raise ValueError("the training split is empty")
     if dropout is None and task is not None:
@@ -248,7 +248,7 @@ def _unpack(model, task_or_train, dev, metric):
     return train, dev, metric, task
 
 
-def _check_args(epochs, lr, batch_size, warmup, clip, weight_decay, patience, eval_every, max_steps, dropout):
+def check_train_args(epochs, lr, batch_size, warmup, clip, weight_decay, patience, eval_every, max_steps, dropout):
     checks = [
         ("epochs", epochs, isinstance(epochs, int) and epochs >= 1, "an integer >= 1"),
         ("lr", lr, isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr), "a positive float (the paper: 5e-5, 1e-4, 2e-4)"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from . import adapt, bench, export, plot, search, share, ticket
 from .bench import BENCH_PARTS
@@ -25,16 +26,29 @@ __all__ = ["main", "BENCH_PARTS", "format_scores", "format_ticket"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs a command. Bad input is one line on stderr and exit status 2 (ValueError, raised before any work);
+    an OS error (disk full, a file vanished) one line and status 1; an interrupt status 130. Warnings print
+    as one line each."""
     parser = argparse.ArgumentParser(prog="fastticket", description="Super tickets in pre-trained encoders, fast.")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
     args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except ValueError as exc:
-        print(f"fastticket {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    prefix = f"fastticket {args.command}"
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_, **__: print(f"{prefix}: warning: {message}", file=sys.stderr)
+        try:
+            return args.run(args)
+        except ValueError as exc:
+            print(f"{prefix}: error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in str(exc) else ""
+            print(f"{prefix}: error: {exc}{where}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"{prefix}: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from .common import levels_arg, seeded_subsets, seeds_arg
+from .common import fractions_arg, seeded_subsets, seeds_arg
 
 def add_parser(sub) -> None:
     p = sub.add_parser("adapt", help="domain adaptation: fine-tune a super ticket / shared model on 0.1-100%% of a task")
@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
                    help="a `fastticket search` run (its super_ticket_model/), a `fastticket share` run, a compact export "
                         "or a checkpoint dir (default: the embedded pre-trained model)")
     p.add_argument("--shared-task", default=None, help="with a share run: adapt that task's ticket (default: the union)")
-    p.add_argument("--fractions", type=levels_arg, default="0.001,0.01,0.1,1.0")
+    p.add_argument("--fractions", type=fractions_arg("--fractions", "0.001,0.01,0.1,1"), default="0.001,0.01,0.1,1.0")
     p.add_argument("--seeds", type=seeds_arg, default="0")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--epochs", type=int, default=1)
@@ -28,19 +28,44 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def _check_args(args) -> None:
+    """Everything that can be checked before a model or task is loaded."""
+    from ..data.task import check_task_name
+    from ..rundir import check_target
+    from ..train import check_train_args
+    from ..utils import resolve_device
+
+    check_task_name(args.task)
+    bad = [f for f in args.fractions if not 0 < f <= 1]
+    if not args.fractions or bad:
+        raise ValueError(f"--fractions {','.join(map(str, args.fractions))!r}; allowed: fractions in (0, 1], e.g. 0.001,0.01,0.1,1")
+    if not args.seeds or len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds {args.seeds}; allowed: distinct integers, at least one")
+    check_train_args(args.epochs, args.lr, args.batch_size, 0.1, 1.0, 0.0, 2, None, None, None)
+    for option in ("max_train_examples", "max_eval_examples"):
+        if getattr(args, option) < 0:
+            raise ValueError(f"--{option.replace('_', '-')}={getattr(args, option)}; allowed: 0 (all) or a positive count")
+    resolve_device(args.device)
+    if args.out is not None:
+        check_target(args.out, "adapt")
+
+
 def run(args) -> int:
     from .. import adapt, load_task
     from ..defaults import default_model_path
     from ..tickets.adapt import _encoder_of
     from ..tickets.search import SUPER_MODEL_DIR
 
+    _check_args(args)
     source = args.source or default_model_path()
     if os.path.isdir(os.path.join(source, SUPER_MODEL_DIR)):
         source = os.path.join(source, SUPER_MODEL_DIR)
     if not os.path.exists(source):
         raise ValueError(f"--from {source!r} does not exist")
     encoder = _encoder_of(source, args.shared_task)
-    args.seed = args.seeds[0] if args.seeds else 0
+    if args.max_length > encoder.config.max_length:
+        raise ValueError(f"--max-length={args.max_length} exceeds the model's {encoder.config.max_length} positions")
+    args.seed = args.seeds[0]
     task = seeded_subsets(load_task(args.task, tokenizer=encoder.name_or_path or default_model_path(),
                               max_length=args.max_length, data_dir=args.data_dir), args)
     out = args.out or os.path.join("runs", f"adapt-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -51,5 +76,3 @@ def run(args) -> int:
     print(result.table())
     print(f"\nwrote {out}/results.json")
     return 0
-
-

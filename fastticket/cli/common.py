@@ -5,11 +5,19 @@ from __future__ import annotations
 import argparse
 import os
 
-def levels_arg(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--levels {text!r}: expected comma-separated fractions, e.g. 0.1,0.2,0.3") from None
+def fractions_arg(option: str, example: str = "0.1,0.2,0.3"):
+    """An argparse type for comma-separated fractions whose error names `option`."""
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            return tuple(float(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: expected comma-separated fractions, e.g. {example}") from None
+
+    parse.__name__ = option.lstrip("-").replace("-", "_")  # argparse names the type in some messages
+    return parse
+
+
+levels_arg = fractions_arg("--levels")
 
 
 def seeds_arg(text: str) -> tuple[int, ...]:
@@ -23,16 +31,36 @@ def names_arg(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
-def read_run(run_dir: str):
-    import json
+RUN_ROW_KEYS = ("kind", "level", "seed", "selection_score", "heldout_score", "weights_remaining", "heads_kept", "ffn_kept")
 
-    try:
-        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
-        with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as f:
-            rows = json.load(f)["rows"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"{run_dir!r} is not a fastticket search run directory ({exc})") from None
+
+def read_run(run_dir: str):
+    """(config, rows) of a `fastticket search` run directory; one ValueError naming the file and what is wrong."""
+    from ..rundir import owner
+    from ..tickets.store import read_json
+
+    if not os.path.isdir(run_dir):
+        raise ValueError(f"{run_dir!r} is not a fastticket search run directory (no such directory)")
+    found = owner(run_dir)
+    if found not in (None, "search"):
+        raise ValueError(f"{run_dir!r} holds a `fastticket {found}` run, not a `fastticket search` run")
+    config_file, results_file = os.path.join(run_dir, "config.json"), os.path.join(run_dir, "results.json")
+    for file in (config_file, results_file):
+        if not os.path.isfile(file):
+            raise ValueError(f"{run_dir!r} is not a fastticket search run directory (no {os.path.basename(file)})")
+    config, results = read_json(config_file, "run configuration"), read_json(results_file, "results file")
+    if not isinstance(config, dict):
+        raise ValueError(f"run configuration {config_file} is not a JSON object")
+    rows = results.get("rows") if isinstance(results, dict) else None
+    if not isinstance(rows, list):
+        raise ValueError(f"results file {results_file} has no list of rows (\"rows\")")
+    for i, row in enumerate(rows):
+        missing = [k for k in RUN_ROW_KEYS if not isinstance(row, dict) or k not in row]
+        bad = [k for k in RUN_ROW_KEYS if k not in missing and k not in ("kind",)
+               and (isinstance(row[k], bool) or not isinstance(row[k], (int, float)))]
+        if missing or bad or row["kind"] not in ("full", "winning", "random", "losing"):
+            what = f"lacks {missing}" if missing else f"has non-numeric {bad}" if bad else f"has kind {row['kind']!r}"
+            raise ValueError(f"results file {results_file} is corrupt: row {i} {what}")
     return config, rows
 
 
@@ -55,6 +83,28 @@ def format_ticket(ticket) -> str:
     lines.append(f"heads kept {int(ticket.heads.sum())}/{ticket.heads.numel()}, "
                  f"FFNs kept {int(ticket.ffn.sum())}/{ticket.ffn.numel()}")
     return "\n".join(lines)
+
+
+def add_local_task_options(p) -> None:
+    p.add_argument("--text-columns", type=names_arg, default=None,
+                   help="--task local: the text column, or two (a pair), e.g. premise,hypothesis (default: text or "
+                        "sentence, with text_pair or sentence2 when present)")
+    p.add_argument("--label-column", default=None, help="--task local: the label column (default: label)")
+    p.add_argument("--label-names", type=names_arg, default=None,
+                   help="--task local: every class name in id order (labels may then be these names or ids)")
+    p.add_argument("--regression", action="store_true", default=None, help="--task local: numeric labels, a regression task")
+
+
+def local_task_options(args, task: str) -> dict:
+    """load_task's keyword arguments for --task local from the options above; ValueError if given for another task."""
+    given = {k: getattr(args, k, None) for k in ("text_columns", "label_column", "label_names", "regression")}
+    given = {k: v for k, v in given.items() if v is not None}
+    if given and task != "local":
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"{names} are for --task local (the task is {task!r})")
+    if "text_columns" in given and not 1 <= len(given["text_columns"]) <= 2:
+        raise ValueError(f"--text-columns {','.join(given['text_columns'])!r}; allowed: one column, or two (a pair) A,B")
+    return given
 
 
 def seeded_subsets(task, args):

@@ -10,12 +10,14 @@ def add_parser(sub) -> None:
     p = sub.add_parser("export", help="write RUN_DIR's super-ticket model as a compact or Hugging Face checkpoint")
     p.add_argument("run_dir")
     p.add_argument("--format", default="hf", choices=("compact", "hf"))
-    p.add_argument("--out", default=None, help="target directory (default: RUN_DIR/export-<format>)")
+    p.add_argument("--out", default=None, help="target directory: new, empty, or an earlier export, which is replaced "
+                                               "atomically (default: RUN_DIR/export-<format>)")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     from ..models import export, load_pruned
+    from ..rundir import check_replaceable
     from ..tickets.search import SUPER_MODEL_DIR
 
     read_run(args.run_dir)
@@ -23,8 +25,9 @@ def run(args) -> int:
     if not os.path.isdir(source):
         raise ValueError(f"{args.run_dir!r} has no {SUPER_MODEL_DIR}/ yet: no winning ticket has finished training")
     out = args.out or os.path.join(args.run_dir, f"export-{args.format}")
+    if os.path.realpath(out) == os.path.realpath(source):
+        raise ValueError(f"--out {out!r} is the run's own {SUPER_MODEL_DIR}/ (the search keeps it); choose another directory")
+    check_replaceable(out, "export")  # before loading: the user's files, a run, a checkpoint are refused
     export(load_pruned(source), out, format=args.format)
     print(f"wrote {out} ({args.format})")
     return 0
-
-

@@ -7,7 +7,7 @@ import os
 
 from ..defaults import DEFAULT_TASK
 from ..tickets import ESTIMATORS, KINDS
-from .common import format_ticket, levels_arg, names_arg, seeds_arg
+from .common import add_local_task_options, format_ticket, levels_arg, local_task_options, names_arg, seeds_arg
 
 
 # The embedded default's budget (options not given on the command line): about 10 minutes on 2 CPU cores.
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None, help="HF checkpoint dir or hub name (default: embedded all-MiniLM-L6-v2)")
     p.add_argument("--task", default=None, help=f"task name (default: the embedded {DEFAULT_TASK}); GLUE names, snli, scitail, local")
     p.add_argument("--data-dir", default=None, help="local GLUE-layout directory (or the folder of a local task)")
+    add_local_task_options(p)
     p.add_argument("--levels", type=levels_arg, default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8", help="fractions pruned")
     p.add_argument("--kinds", type=names_arg, default="winning", help=f"comma-separated subset of {','.join(KINDS)}")
     p.add_argument("--seeds", type=seeds_arg, default="0")
@@ -44,25 +45,35 @@ def run(args) -> int:
     import time as _time
 
     from ..defaults import display_name
+    from ..rundir import check_target
     from ..tickets import search
+    from ..utils import resolve_device
 
     if args.resume and not args.out:
         raise ValueError("--resume needs --out: the run directory to continue")
     task = args.task or DEFAULT_TASK
+    local = local_task_options(args, task)
     budget = QUICK_DEFAULTS if task == DEFAULT_TASK else PAPER_DEFAULTS
     options = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in budget.items()}
     out = args.out or os.path.join("runs", f"{task}-{_time.strftime('%Y%m%d-%H%M%S')}")
+    check_target(out, "search", resume=args.resume)  # before loading anything (search checks again, then claims)
+    resolve_device(args.device)
     model = args.model
     if model is None:
         from ..defaults import default_model_path
 
         model = default_model_path()
+    if task == "local":  # the CLI reads the files (with their column options); search records data_dir
+        from ..data.task import load_task
+
+        task = load_task("local", tokenizer=model, max_length=options["max_length"], data_dir=args.data_dir, **local)
     result = search(
         model, task, levels=args.levels, kinds=args.kinds, seeds=args.seeds, out_dir=out, estimator=args.estimator,
         patience=args.patience or None, data_dir=args.data_dir, importance_examples=args.importance_examples,
         device=args.device, backend=args.backend, resume=args.resume, **options,
     )
-    print(f"\n{display_name(model)} on {task}: {result.config['train_examples']} training, "
+    name = task if isinstance(task, str) else task.name
+    print(f"\n{display_name(model)} on {name}: {result.config['train_examples']} training, "
           f"{result.config['selection_examples']} selection and {result.config['heldout_examples']} held-out examples")
     print(result.table())
     if result.super_row is not None:
@@ -70,7 +81,11 @@ def run(args) -> int:
         print(f"\nsuper ticket: level {r['level']:.2f} (seed {r['seed']}), selection {result.config['metric']} "
               f"{r['selection_score']:.4f}, held-out {r['heldout_score']:.4f}, {r['weights_remaining']:.1f}% of encoder weights")
         print(format_ticket(result.super_ticket))
-    print(f"\nwrote {out}/results.json, super_ticket.json, phase_transition.png, super_ticket_model/")
+    else:
+        print("\nno super ticket: no winning ticket was searched (--kinds has no 'winning')")
+    written = [f for f in OUTPUTS if os.path.exists(os.path.join(out, f.rstrip("/")))]
+    print(f"\nwrote {out}/: {', '.join(written)}")
     return 0
 
 
+OUTPUTS = ("config.json", "results.json", "super_ticket.json", "phase_transition.png", "super_ticket_model/")

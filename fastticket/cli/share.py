@@ -35,24 +35,55 @@ def add_parser(sub) -> None:
 
 
 def _read_tickets(sources: str, names) -> dict:
-    import json
-
     from ..tickets import Ticket
+    from ..tickets.store import read_json
 
     found = {}
     for src in [s for s in sources.split(",") if s.strip()]:
-        if not os.path.isdir(src):
-            raise ValueError(f"--tickets-from {src!r} is not a directory")
         config = os.path.join(src, "config.json")
         if os.path.isfile(os.path.join(src, "super_ticket.json")) and os.path.isfile(config):
-            with open(config, encoding="utf-8") as f:
-                found[json.load(f).get("task")] = Ticket.load(os.path.join(src, "super_ticket.json"))
+            recorded = read_json(config, "run configuration")
+            if isinstance(recorded, dict) and isinstance(recorded.get("task"), str):
+                found[recorded["task"]] = Ticket.load(os.path.join(src, "super_ticket.json"))
         for name in names:
             for candidate in (os.path.join(src, "tickets", f"{name}.json"), os.path.join(src, f"{name}.json"),
                               os.path.join(src, name, "super_ticket.json")):
                 if name not in found and os.path.isfile(candidate):
                     found[name] = Ticket.load(candidate)
-    return {n: found[n] for n in names if n in found}
+    return {n: found[n] for n in names if n in found}  # share_tickets names a task without a ticket
+
+
+def _check_args(args) -> None:
+    """Everything that can be checked before a model or task is loaded."""
+    from ..data.task import check_task_name
+    from ..rundir import check_target
+    from ..tickets.select import check_level
+    from ..train import check_train_args
+    from ..utils import resolve_device
+
+    if not args.tasks:
+        raise ValueError("--tasks is empty; give comma-separated task names, e.g. rotten_tomatoes,bbc_news")
+    if len(set(args.tasks)) != len(args.tasks):
+        raise ValueError(f"--tasks {','.join(args.tasks)!r} names a task twice; allowed: distinct task names")
+    for name in args.tasks:
+        check_task_name(name)
+    if args.tickets_from is None and args.sparsity is None:
+        raise ValueError("give --tickets-from RUN_DIR (super tickets of `fastticket search` runs) or --sparsity S")
+    if args.tickets_from is not None:
+        for src in [s for s in args.tickets_from.split(",") if s.strip()]:
+            if not os.path.isdir(src):
+                raise ValueError(f"--tickets-from {src!r} is not a directory")
+    else:
+        check_level(args.sparsity)
+    check_train_args(args.epochs, args.lr, args.batch_size, 0.1, 1.0, args.weight_decay, None, None, None, None)
+    for option in ("max_train_examples", "max_eval_examples", "importance_examples"):
+        value = getattr(args, option)
+        if value < (1 if option == "importance_examples" else 0):
+            allowed = "a positive count" if option == "importance_examples" else "0 (all) or a positive count"
+            raise ValueError(f"--{option.replace('_', '-')}={value}; allowed: {allowed}")
+    resolve_device(args.device)
+    if args.out is not None:
+        check_target(args.out, "share")
 
 
 def run(args) -> int:
@@ -62,21 +93,19 @@ def run(args) -> int:
     from ..data.batching import seeded_subset
     from ..defaults import default_model_path
     from ..tickets.adapt import with_task_head
+    from ..tickets.search import check_level_prunes
 
-    if not args.tasks:
-        raise ValueError("--tasks is empty; give comma-separated task names, e.g. rotten_tomatoes,bbc_news")
-    if args.tickets_from is None and args.sparsity is None:
-        raise ValueError("give --tickets-from RUN_DIR (super tickets of `fastticket search` runs) or --sparsity S")
+    _check_args(args)
     source = args.model or default_model_path()
+    model = load_model(source, seed=args.seed, backend=args.backend)
+    if args.max_length > model.config.max_length:
+        raise ValueError(f"--max-length={args.max_length} exceeds the model's {model.config.max_length} positions")
     tasks = {n: seeded_subsets(load_task(n, tokenizer=source, max_length=args.max_length, data_dir=args.data_dir), args)
              for n in args.tasks}
-    model = load_model(source, seed=args.seed, backend=args.backend)
     if args.tickets_from is not None:
         tickets = _read_tickets(args.tickets_from, list(tasks))
     else:
-        from ..tickets.select import check_level
-
-        check_level(args.sparsity)
+        check_level_prunes(model, args.sparsity)
         torch.manual_seed(args.seed)
         tickets = {}
         for n, t in tasks.items():
@@ -90,7 +119,5 @@ def run(args) -> int:
     print(f"\nticket sharing over {', '.join(tasks)} ({result.config['steps']} steps, {result.config['seconds']:.0f} s, "
           f"union: {result.config['union']['heads']} heads, {result.config['union']['ffn']} FFNs)")
     print(result.table())
-    print(f"\nwrote {out}/results.json, tickets/, shared_encoder/, task_heads.safetensors")
+    print(f"\nwrote {out}/: results.json, config.json, tickets/, shared_encoder/, task_heads.safetensors")
     return 0
-
-

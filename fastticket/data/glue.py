@@ -184,6 +184,9 @@ def _read_file(spec: GlueSpec, path: str) -> RawSplit:
                     f"{path} has no column {missing[0]!r} (header: {header}); {spec.name} expects columns "
                     f"{list(spec.text) + [spec.label]}"
                 )
+            twice = [c for c in (*spec.text, spec.label) if header.count(c) > 1]
+            if twice:
+                raise ValueError(f"{path}, line 1: column {twice[0]!r} appears twice in the header; column names must be distinct")
             index = [header.index(c) for c in (*spec.text, spec.label)]
         else:
             index = [*spec.text, spec.label]

@@ -12,7 +12,7 @@ so that a selection score is always a finite number.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 

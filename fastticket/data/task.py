@@ -27,7 +27,8 @@ class Task:
     metric: the primary (selection) metric; metrics: every metric reported (see data.metrics);
     label_names: the class names in id order (None for regression or integer-labeled local files);
     dropout: the task-layer dropout the paper uses for this task; extra_dev: further dev sets by name
-    (MNLI: "dev_mismatched", MNLI-mm: "dev_matched").
+    (MNLI: "dev_mismatched", MNLI-mm: "dev_matched"); data_dir: the resolved directory the data was read
+    from (None: embedded or the hub); max_length: the length it was tokenized to (None: unknown).
     """
 
     name: str
@@ -39,6 +40,8 @@ class Task:
     dropout: float = TASK_DROPOUT
     metrics: tuple = ()
     extra_dev: dict = field(default_factory=dict)
+    data_dir: str | None = None
+    max_length: int | None = None
 
     @property
     def is_regression(self) -> bool:
@@ -54,6 +57,30 @@ class Task:
 def check_task_name(name) -> None:
     if not isinstance(name, str) or name not in task_names():
         raise ValueError(f"task {name!r} is unknown; allowed: {task_names()}")
+
+
+def check_task_fits(task: Task, num_labels: int, max_positions: int | None = None) -> None:
+    """Every label of every split fits a model with `num_labels` outputs (ids in [0, num_labels), or finite
+    floats for regression) and no example is longer than the model's `max_positions`: one ValueError
+    naming the split and example otherwise."""
+    import math
+
+    splits = {"train": task.train, "dev": task.dev, **dict(task.extra_dev)}
+    for split, data in splits.items():
+        for i, label in enumerate(data["labels"]):
+            if num_labels == 1:
+                ok = isinstance(label, (int, float)) and not isinstance(label, bool) and math.isfinite(label)
+                allowed = "a finite number (regression)"
+            else:
+                ok = isinstance(label, int) and not isinstance(label, bool) and 0 <= label < num_labels
+                allowed = f"a class id in 0..{num_labels - 1} (the model has {num_labels} labels)"
+            if not ok:
+                raise ValueError(f"task {task.name!r}: {split} example {i} has label {label!r}; allowed: {allowed}")
+        if max_positions is not None and len(data):
+            longest = max(len(ids) for ids in data["input_ids"])
+            if longest > max_positions:
+                raise ValueError(f"task {task.name!r}: {split} holds an example of {longest} tokens; the model has "
+                                 f"{max_positions} positions: tokenize with max_length <= {max_positions}")
 
 
 def task_names() -> list[str]:
@@ -131,6 +158,7 @@ def load_task(
     return Task(
         name=name, train=splits.pop("train"), dev=splits.pop("dev"), metric=chosen, num_labels=num_labels,
         label_names=names, dropout=task_dropout if dropout is None else dropout, metrics=tuple(metrics), extra_dev=splits,
+        data_dir=os.path.realpath(data_dir) if data_dir is not None else None, max_length=max_length,
     )
 
 
@@ -138,15 +166,26 @@ def resolve_tokenizer(tokenizer):
     if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(str(tokenizer or default_model_path()))
+        source = str(tokenizer or default_model_path())
+        try:
+            return AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError, TypeError, KeyError, ImportError) as exc:  # missing dir, no tokenizer files, hub
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            where = "directory" if os.path.isdir(source) else "directory or hub name"
+            raise ValueError(f"cannot load a tokenizer from {source!r} (a checkpoint {where} with tokenizer files "
+                             f"is expected): {detail}") from None
     return tokenizer
 
 
 def tokenize_texts(tokenizer, texts, labels, max_length: int, pairs=None):
-    """datasets.Dataset with text, labels and the tokenizer's ids (unpadded; batches pad later)."""
+    """datasets.Dataset with text, labels and the tokenizer's ids (unpadded; batches pad later). Long texts are
+    cut before tokenization (data.truncate): the ids are those of the whole text, the cost bounded by max_length."""
     import datasets
 
-    enc = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=max_length)
+    from .truncate import cut_texts
+
+    short, short_pairs = cut_texts(tokenizer, texts, pairs, max_length)
+    enc = tokenizer(short, short_pairs, truncation=True, max_length=max_length)
     columns = {"text": list(texts), "labels": list(labels), "input_ids": enc["input_ids"]}
     if pairs is not None:
         columns["text_pair"] = list(pairs)

@@ -11,8 +11,10 @@ format="hf": a Hugging Face checkpoint of the source family (config.json, model.
     weights and writes config.json (ModernBERT's q/k/v and up/gate fused again). Full size; read back by
     ft.load_model (or ft.load_pruned).
 Both copy the tokenizer files of `model.name_or_path` when that is a directory. Each export is atomic per
-directory: it is written into a temporary directory next to `path`, which then replaces `path` only once it
-is complete; a failed export leaves an earlier one at `path` as it was.
+directory: it is written into a temporary directory next to `path`, which then takes `path`'s place in one
+atomic exchange once it is complete (at every instant `path` holds the old export or the new one); a failed
+export leaves an earlier one at `path` as it was. The directory records in fastticket_run.json that an
+export wrote it (and which files), and an export replaces only such a directory, never the user's files.
 """
 
 from __future__ import annotations
@@ -20,16 +22,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-import uuid
 from dataclasses import fields
 
 import torch
 
-from ..utils import fsync_path
 from .blocks import HEAD_COLUMN_LINEARS, HEAD_ROW_LINEARS
 from .config import MODEL_TYPES, EncoderConfig
 from .convert import hf_tensors
+from ..rundir import replace_dir
 from .encoder import TicketModel
 
 FORMATS = ("compact", "hf")
@@ -209,45 +209,7 @@ def _load_compact(path: str, backend: str) -> TicketModel:
 
 
 def _atomic_dir(path, write) -> str:
-    """Runs write(tmp) on a fresh directory next to `path`, then puts it at `path`; an existing `path` (an
-    earlier export, or an empty directory) is replaced only after write() has finished without error."""
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    parent, name = os.path.split(path)
-    if os.path.lexists(path) and not os.path.isdir(path):
-        raise ValueError(f"export path {path!r} exists and is not a directory")
-    if os.path.isdir(path) and os.listdir(path) and not any(
-        os.path.isfile(os.path.join(path, f)) for f in (CONFIG_FILE, "config.json")
-    ):
-        raise ValueError(f"export path {path!r} is a non-empty directory that holds no export (no {CONFIG_FILE} or "
-                         "config.json); refusing to replace it")
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-")
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o755)
-        _fsync_tree(tmp)
-        if os.path.isdir(path):
-            old = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(path, old)
-            try:
-                os.rename(tmp, path)
-            except BaseException:
-                os.rename(old, path)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
-        fsync_path(parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
-
-
-def _fsync_tree(directory: str) -> None:
-    for name in os.listdir(directory):
-        file = os.path.join(directory, name)
-        if os.path.isfile(file):
-            fsync_path(file)
-    fsync_path(directory)
-
+    """Runs write(tmp) on a fresh directory next to `path`, then swaps it in atomically (rundir.replace_dir).
+    `path` must be new, empty, or an earlier export holding only what that export wrote: anything else (a
+    run directory, an HF checkpoint, a project folder) is refused before anything is written."""
+    return replace_dir(path, write, command="export")

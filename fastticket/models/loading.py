@@ -60,14 +60,21 @@ def _read_config(path: str) -> dict:
     file = os.path.join(path, "config.json")
     if not os.path.isfile(file):
         raise ValueError(f"checkpoint {path!r} has no config.json")
-    with open(file) as f:
-        raw = json.load(f)
-    if raw.get("model_type") not in MODEL_TYPES:
-        raise ValueError(f"checkpoint {path!r} has model_type {raw.get('model_type')!r}; allowed: {sorted(MODEL_TYPES)}")
+    try:
+        with open(file, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"checkpoint config {file} is corrupt or truncated ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("model_type") not in MODEL_TYPES:
+        found = raw.get("model_type") if isinstance(raw, dict) else None
+        raise ValueError(f"checkpoint {path!r} has model_type {found!r}; allowed: {sorted(MODEL_TYPES)}")
     require_transformers_family(raw["model_type"])
     from transformers import AutoConfig  # fills the family's defaults the file leaves out
 
-    return AutoConfig.from_pretrained(path).to_dict()
+    try:
+        return AutoConfig.from_pretrained(path).to_dict()
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"checkpoint config {file} cannot be read by transformers: {exc}") from None
 
 
 def require_transformers_family(model_type: str) -> None:
@@ -93,8 +100,11 @@ def _read_weights(path: str) -> dict:
         if not os.path.isfile(file):
             continue
         if name.endswith(".index.json"):
-            with open(file) as f:
-                shards = sorted(set(json.load(f)["weight_map"].values()))
+            try:
+                with open(file, encoding="utf-8") as f:
+                    shards = sorted(set(json.load(f)["weight_map"].values()))
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f"checkpoint index {file} is corrupt or truncated ({type(exc).__name__}: {exc})") from None
             state = {}
             for shard in shards:
                 state.update(_read_file(os.path.join(path, shard)))
@@ -104,11 +114,20 @@ def _read_weights(path: str) -> dict:
 
 
 def _read_file(file: str) -> dict:
-    if file.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    """The tensors of one weights file; a missing, truncated or corrupt file is one ValueError naming it."""
+    if not os.path.isfile(file):
+        raise ValueError(f"checkpoint weights {file} do not exist (named by the checkpoint's index)")
+    try:
+        if file.endswith(".safetensors"):
+            from safetensors.torch import load_file
 
-        return load_file(file)
-    return torch.load(file, map_location="cpu", weights_only=True)
+            return load_file(file)
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # SafetensorError, UnpicklingError, EOFError, RuntimeError ...: all mean a bad file
+        if isinstance(exc, MemoryError):
+            raise
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"checkpoint weights {file} are corrupt or truncated ({type(exc).__name__}: {detail})") from None
 
 
 def _copy_weights(model: TicketModel, state: dict, seed: int) -> None:

@@ -16,12 +16,12 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 
-import torch
 
 from ..data.batching import seeded_subset
 from ..data.metrics import primary_metric
 from ..models import TicketModel
 from ..models.encoder import ClassificationHead
+from ..rundir import claim
 from ..utils import atomic_write_text
 
 PAPER_FRACTIONS = (0.001, 0.01, 0.1, 1.0)
@@ -108,6 +108,8 @@ def adapt(
     if len(task.train) == 0 or len(task.dev) == 0:
         raise ValueError(f"task {task.name!r} is empty (train {len(task.train)}, dev {len(task.dev)} examples)")
     encoder = _encoder_of(model, shared_task)
+    if out_dir is not None:  # never into the user's files or another command's run (rundir), before training
+        claim(out_dir, "adapt")
     rows = []
     for seed in seeds:
         for fraction in fractions:

@@ -21,9 +21,11 @@ from tqdm.auto import tqdm
 
 from ..data.batching import seeded_subset
 from ..data.metrics import primary_metric
-from ..data.task import Task, check_task_name, load_task
+from ..data.task import Task, check_task_fits, check_task_name, load_task
 from ..models import TicketModel, export, load_model
-from ..train import evaluate, fine_tune
+from ..rundir import check_target, code_version, fingerprint_dataset, model_identity, releases_run_locks
+from ..train import check_train_args, evaluate, fine_tune
+from ..utils import resolve_device
 from .importance import ESTIMATORS, Importance, importance
 from .rewind import rewind, ticket_of
 from ..defaults import display_name
@@ -72,6 +74,7 @@ class SearchResult:
         return plot_phase_transition(self.rows, path, self.config.get("metric", "score"), title)
 
 
+@releases_run_locks  # the run lock store.start takes is released when search returns or raises
 def search(
     model,
     task,
@@ -99,36 +102,30 @@ def search(
 ) -> SearchResult:
     """Runs (or resumes) a super-ticket search; see the module docstring. `model`: a checkpoint dir, hub
     name, HF model or TicketModel (its current weights are the pre-trained values); `task`: an ft.Task
-    or a task name for ft.load_task (tokenized with the model's tokenizer)."""
+    or a task name for ft.load_task (tokenized with the model's tokenizer). Every argument, the output
+    directory, the device and the task's fit to the model are checked before anything is written or trained."""
     levels, kinds, seeds = _check(levels, kinds, seeds, estimator, selection_fraction,
                                   max_train_examples, max_eval_examples, importance_examples, backend)
-    pretrained = model if isinstance(model, TicketModel) else None
-    if task is None or isinstance(task, str):
-        check_task_name(task or "rotten_tomatoes")
-        task = load_task(task or "rotten_tomatoes", tokenizer=_tokenizer_source(model), max_length=max_length,
-                         data_dir=data_dir)
-    if not isinstance(task, Task):
-        raise ValueError(f"task of type {type(task).__name__}; allowed: an ft.Task or a task name")
-    if pretrained is None:
-        pretrained = load_model(model, num_labels=task.num_labels)
-    elif pretrained.config.num_labels != task.num_labels:
-        raise ValueError(f"model has {pretrained.config.num_labels} labels but task {task.name!r} has {task.num_labels}")
-    pretrained = copy.deepcopy(pretrained).cpu().eval()  # the rewinding point, never trained
-    pretrained.backend = backend
-    for level in levels:  # an impossible level fails now, not after the first fine-tuning
-        select(Importance(torch.zeros(pretrained.num_layers, pretrained.num_heads), torch.zeros(pretrained.num_layers)), level)
-    device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+    check_train_args(epochs, lr, batch_size, warmup, 1.0, 0.0, patience, None, None, None)
+    device = resolve_device(device)
+    if out_dir is not None:  # the user's files, another command's run, an unwritable path: refused now
+        check_target(out_dir, "search", resume=resume)
+    pretrained, task = _load_checked(model, task, levels, max_length, data_dir, backend)
 
     train = seeded_subset(task.train, max_train_examples, seed=SELECTION_SEED)
-    selection, heldout = split_dev(seeded_subset(task.dev, max_eval_examples, seed=SELECTION_SEED), selection_fraction)
+    dev = seeded_subset(task.dev, max_eval_examples, seed=SELECTION_SEED)
+    selection, heldout = split_dev(dev, selection_fraction)
     scoring_data = seeded_subset(train, importance_examples, seed=SELECTION_SEED)
     metric = primary_metric(task)
     config = {
         "model_name": pretrained.name_or_path, "task": task.name, "metric": metric, "levels": list(levels),
         "kinds": list(kinds), "seeds": list(seeds), "estimator": estimator, "epochs": epochs, "lr": lr,
-        "batch_size": batch_size, "warmup": warmup, "patience": patience, "max_length": max_length,
+        "batch_size": batch_size, "warmup": warmup, "patience": patience,
+        "max_length": getattr(task, "max_length", None) or max_length,
         "train_examples": len(train), "selection_examples": len(selection), "heldout_examples": len(heldout),
         "importance_examples": len(scoring_data), "selection_fraction": selection_fraction,
+        "data": _data_identity(task, data_dir, train, dev), "model": model_identity(pretrained),
+        "code_version": code_version(),
     }
     store = ResultStore(out_dir) if out_dir is not None else None
     if store is not None:
@@ -226,6 +223,51 @@ def _check(levels, kinds, seeds, estimator, selection_fraction, max_train, max_e
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is unknown; allowed: 'auto' or one of {BACKENDS}")
     return levels, kinds, seeds
+
+
+def _load_checked(model, task, levels, max_length: int, data_dir, backend: str):
+    """(the pre-trained model on CPU, the Task), both loaded and checked against each other: label count,
+    label values, lengths against the model's positions, and every level against the model's size."""
+    pretrained = model if isinstance(model, TicketModel) else None
+    if task is None or isinstance(task, str):
+        check_task_name(task or "rotten_tomatoes")
+        if pretrained is not None and max_length > pretrained.config.max_length:  # before tokenizing anything
+            raise ValueError(f"max_length={max_length} exceeds the model's {pretrained.config.max_length} positions; "
+                             f"allowed: 2..{pretrained.config.max_length}")
+        task = load_task(task or "rotten_tomatoes", tokenizer=_tokenizer_source(model), max_length=max_length,
+                         data_dir=data_dir)
+    if not isinstance(task, Task):
+        raise ValueError(f"task of type {type(task).__name__}; allowed: an ft.Task or a task name")
+    if pretrained is None:
+        pretrained = load_model(model, num_labels=task.num_labels)
+    elif pretrained.config.num_labels != task.num_labels:
+        raise ValueError(f"model has {pretrained.config.num_labels} labels but task {task.name!r} has {task.num_labels}")
+    positions = pretrained.config.max_length
+    if (getattr(task, "max_length", None) or 0) > positions:
+        raise ValueError(f"max_length={task.max_length} exceeds the model's {positions} positions; allowed: 2..{positions}")
+    check_task_fits(task, pretrained.config.num_labels, positions)
+    pretrained = copy.deepcopy(pretrained).cpu().eval()  # the rewinding point, never trained
+    pretrained.backend = backend
+    for level in levels:  # an impossible level, or one that prunes nothing, fails now, not after fine-tuning
+        check_level_prunes(pretrained, level)
+    return pretrained, task
+
+
+def check_level_prunes(pretrained: TicketModel, level: float) -> None:
+    """select() refuses an impossible level; a level that rounds to no pruned head or FFN is refused too."""
+    layers, heads = pretrained.num_layers, pretrained.num_heads
+    ticket = select(Importance(torch.zeros(layers, heads), torch.zeros(layers)), level)
+    if bool(ticket.heads.all()) and bool(ticket.ffn.all()):
+        raise ValueError(f"level {level} prunes nothing on a model of {layers} layers x {heads} heads "
+                         f"(round({level} * {layers * heads}) = 0 heads, round({level} * {layers}) = 0 FFNs); "
+                         f"allowed: levels of at least {0.5 / (layers * heads):.3g}")
+
+
+def _data_identity(task: Task, data_dir, train, dev) -> dict:
+    """What the data of a run is: task, resolved data directory, and hashes of the tokenized splits used."""
+    where = data_dir if data_dir is not None else getattr(task, "data_dir", None)
+    return {"task": task.name, "data_dir": os.path.realpath(where) if where is not None else None,
+            "train_sha256": fingerprint_dataset(train), "dev_sha256": fingerprint_dataset(dev)}
 
 
 def _tokenizer_source(model):

@@ -36,7 +36,8 @@ from ..data.batching import batch_of_rows, iterate_batches
 from ..data.metrics import compute_metrics, primary_metric
 from ..models import TicketModel
 from ..models.encoder import ClassificationHead, right_padding_lengths, task_loss
-from ..utils import atomic_write_text
+from ..rundir import claim
+from ..utils import atomic_write_text, resolve_device
 from .rewind import rewind
 from .ticket import Ticket
 
@@ -398,17 +399,19 @@ def share_tickets(
     per-task dev metrics and the shared model; out_dir: save it there (ShareResult.load reads it back).
     """
     from ..models import load_model
-    from ..train import _check_args, _seeded, linear_schedule, warmup_steps_for
+    from ..train import check_train_args, _seeded, linear_schedule, warmup_steps_for
 
     if compat not in COMPAT:
         raise ValueError(f"compat={compat!r}; allowed: None (exact ticket sharing) or 'mtdnn' (the authors' masking)")
-    _check_args(epochs, lr, batch_size, warmup, clip, weight_decay, patience, None, max_steps, None)
+    check_train_args(epochs, lr, batch_size, warmup, clip, weight_decay, patience, None, max_steps, None)
     if isinstance(model, (str, os.PathLike)):
         model = load_model(os.fspath(model), seed=seed, backend=backend)
     if not isinstance(model, TicketModel):
         raise ValueError(f"model must be an ft.TicketModel or a checkpoint path; got {type(model).__name__}")
     check_share_inputs(model, tasks, tickets)
-    device = torch.device(device) if device is not None else model.embeddings.word.weight.device
+    device = resolve_device(device) if device is not None else model.embeddings.word.weight.device
+    if out_dir is not None:  # never into the user's files or another command's run (rundir), before training
+        claim(out_dir, "share")
     shared = build_shared(model, tasks, tickets, seed, projection_backend).to(device)
     pad = model.config.pad_token_id
 

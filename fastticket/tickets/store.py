@@ -1,11 +1,15 @@
 """The result store of a search run directory: one atomically written JSON file per finished trial.
 
-    out_dir/config.json          what defines the results (a resumed run must match it)
+    out_dir/fastticket_run.json  which command wrote the directory (rundir): only `search` writes into it
+    out_dir/fastticket.lock      held while a job runs (rundir.RunLock); a second job is refused
+    out_dir/config.json          what defines the results, incl. the data, model and code identity (a resumed
+                                 run must match it; differences are named)
     out_dir/trials/<id>.json     one row per finished trial, written once, never rewritten
     out_dir/results.json         {"rows": [...]}, rebuilt from the trial files after every trial
     out_dir/importance-seed<s>.json, tickets/<id>.json, super_ticket.json
 
-A kill -9 at any point leaves only whole files: a trial is either finished (its file exists) or not.
+A kill -9 at any point leaves only whole files: a trial is either finished (its file exists) or not. The
+temporary files of a killed writer are removed when the next job starts.
 """
 
 from __future__ import annotations
@@ -13,7 +17,12 @@ from __future__ import annotations
 import json
 import os
 
+from ..rundir import RunLock, claim, clean_leftovers, config_differences
 from ..utils import atomic_write_text
+from .ticket import Ticket
+
+COMMAND = "search"
+INFORMATIONAL_KEYS = ("model_name",)  # for tables and plots only: the model's identity is config["model"]
 
 
 def dumps(obj) -> str:
@@ -24,27 +33,40 @@ class ResultStore:
     def __init__(self, out_dir: str):
         self.out_dir = os.fspath(out_dir)
         self.trials_dir = os.path.join(self.out_dir, "trials")
+        self.lock: RunLock | None = None
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.out_dir, *parts)
 
-    def start(self, config: dict, resume: bool) -> None:
-        """Records `config`; with resume, checks it equals the recorded one. Without resume, refuses a
-        directory that already holds results (nothing written is ever overwritten by a new run)."""
+    def start(self, config: dict, resume: bool, *, lock_token: str | None = None) -> None:
+        """Claims the directory for `search`, takes its lock (lock_token: join the lock of the job's launcher),
+        removes leftovers of killed writers, then records `config` or, with resume, checks it equals the
+        recorded one. Without resume, refuses a directory that already holds results (nothing written is ever
+        overwritten by a new run). Released by close(), or by rundir.releases_run_locks around the caller."""
+        claim(self.out_dir, COMMAND, resume=resume)
+        self.lock = RunLock(self.out_dir, token=lock_token, join=lock_token is not None, command=COMMAND).acquire()
+        clean_leftovers(self.out_dir)
         recorded = self.path("config.json")
         if os.path.exists(recorded):
             if not resume:
                 raise ValueError(f"{self.out_dir!r} already holds a search; pass --resume (resume=True) to continue it, "
                                  f"or choose another output directory")
-            with open(recorded, encoding="utf-8") as f:
-                old = json.load(f)
-            diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            old = read_json(recorded, "run configuration")
+            ignore = lambda c: {k: v for k, v in c.items() if k not in INFORMATIONAL_KEYS}  # noqa: E731
+            new = json.loads(dumps(config))  # as it would be recorded (tuples become lists)
+            diff = config_differences(ignore(old) if isinstance(old, dict) else old, ignore(new))
             if diff:
-                details = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff)
-                raise ValueError(f"cannot resume {self.out_dir!r} with a different configuration ({details})")
+                raise ValueError(f"cannot resume {self.out_dir!r} with a different configuration ({'; '.join(diff)})")
             return
-        os.makedirs(self.trials_dir, exist_ok=True)
-        atomic_write_text(recorded, dumps(config))
+        try:
+            os.makedirs(self.trials_dir, exist_ok=True)
+            atomic_write_text(recorded, dumps(config))
+        except OSError as exc:
+            raise ValueError(f"cannot write {recorded}: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     def finished(self) -> dict[str, dict]:
         if not os.path.isdir(self.trials_dir):
@@ -52,8 +74,17 @@ class ResultStore:
         rows = {}
         for name in sorted(os.listdir(self.trials_dir)):
             if name.endswith(".json") and not name.startswith("."):
-                with open(os.path.join(self.trials_dir, name), encoding="utf-8") as f:
-                    rows[name[:-5]] = json.load(f)
+                path = os.path.join(self.trials_dir, name)
+                row = read_json(path, "trial file")
+                if not isinstance(row, dict) or row.get("id") != name[:-5]:
+                    raise ValueError(f"trial file {path} is not a trial row of this run (its id is "
+                                     f"{row.get('id') if isinstance(row, dict) else None!r}); delete it to re-run that trial")
+                if "ticket" in row:
+                    try:
+                        Ticket.from_dict(row["ticket"])
+                    except ValueError as exc:
+                        raise ValueError(f"trial file {path} holds no valid ticket ({exc}); delete it to re-run that trial") from None
+                rows[name[:-5]] = row
         return rows
 
     def write_row(self, trial_id: str, row: dict) -> None:
@@ -61,3 +92,14 @@ class ResultStore:
 
     def write_json(self, name: str, obj) -> None:
         atomic_write_text(self.path(name), dumps(obj))
+
+
+def read_json(path: str, what: str):
+    """json.load, with one ValueError naming the file and what is wrong with it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{what} {path} is corrupt or truncated ({exc})") from None

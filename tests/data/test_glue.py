@@ -180,3 +180,15 @@ def test_hub_path_really_offline(tokenizer):
         pytest.skip("only where the hub is switched off (tests/conftest.py sets HF_HUB_OFFLINE=1)")
     with pytest.raises(ValueError, match=r"nyu-mll/glue \(config 'cola'\).*pass data_dir="):
         ft.load_task("cola", tokenizer=tokenizer)
+
+
+def test_a_duplicated_glue_column_is_refused(tmp_path):
+    """#11: duplicate column names are refused, not read as the first one."""
+    from fastticket.data.glue import read_glue
+
+    folder = tmp_path / "SST-2"
+    folder.mkdir()
+    for split in ("train", "dev"):
+        (folder / f"{split}.tsv").write_text("sentence\tlabel\tlabel\ngood\t1\t0\n")
+    with pytest.raises(ValueError, match=r"train.tsv, line 1: column 'label' appears twice"):
+        read_glue("sst2", str(tmp_path))

@@ -42,7 +42,7 @@ def test_tsv_and_explicit_label_names(tmp_path, tokenizer):
 
 
 def test_json_jsonl_ints_and_regression(tmp_path, tokenizer):
-    (tmp_path / "train.json").write_text(json.dumps([{"q": "a b", "label": 0}, {"q": "c d", "label": 2}]))
+    (tmp_path / "train.json").write_text(json.dumps([{"q": "a b", "label": 0}, {"q": "c d", "label": 2}, {"q": "x", "label": 1}]))
     (tmp_path / "dev.jsonl").write_text('{"q": "e f", "label": 1}\n\n{"q": "g", "label": 0}\n')
     task = ft.load_task("local", tokenizer=tokenizer, data_dir=str(tmp_path), text_columns="q")
     assert task.num_labels == 3 and task.label_names is None and task.dev["labels"] == [1, 0]
@@ -50,7 +50,10 @@ def test_json_jsonl_ints_and_regression(tmp_path, tokenizer):
     reg.mkdir()
     (reg / "train.json").write_text(json.dumps({"q": ["a", "b", "c"], "score": [0.5, 4.0, 2.25]}))  # columns form
     (reg / "dev.json").write_text('{"q": "d", "score": 1.5}\n{"q": "e", "score": 3}\n')  # JSON lines in a .json
-    task = ft.load_task("local", tokenizer=tokenizer, data_dir=str(reg), text_columns="q", label_column="score")
+    with pytest.raises(ValueError, match=r"dev.json, line 2: label 3 is int but .*train.json, row 1 has float label 0.5: mixed"):
+        ft.load_task("local", tokenizer=tokenizer, data_dir=str(reg), text_columns="q", label_column="score")
+    task = ft.load_task("local", tokenizer=tokenizer, data_dir=str(reg), text_columns="q", label_column="score",
+                        regression=True)  # 3 among decimals: only an explicit regression reads it as 3.0
     assert task.num_labels == 1 and task.is_regression and task.metric == "pearson_spearman"
     assert task.train["labels"] == [0.5, 4.0, 2.25] and task.dev["labels"] == [1.5, 3.0]
 
@@ -75,9 +78,9 @@ def test_local_bad_inputs(tmp_path, tokenizer):
     with pytest.raises(ValueError, match=r"train.csv has no column 'gold'"):
         load(data_dir=str(tmp_path), label_column="gold")
     _csv(tmp_path / "dev.csv", ["text", "label"], [["a", "z"]])
-    with pytest.raises(ValueError, match=r"dev.csv: label 'z' is not one of label_names \['x', 'y'\]"):
+    with pytest.raises(ValueError, match=r"dev.csv, line 2: label 'z' is not one of label_names \['x', 'y'\]"):
         load(data_dir=str(tmp_path), label_names=["x", "y"])
-    with pytest.raises(ValueError, match="'x' is not a number; regression needs float labels"):
+    with pytest.raises(ValueError, match=r"train.csv, line 2: label 'x' is not a number; regression needs numeric labels"):
         load(data_dir=str(tmp_path), regression=True)
     with pytest.raises(ValueError, match=r"text_columns=\('a', 'b', 'c'\)"):
         load(data_dir=str(tmp_path), text_columns=("a", "b", "c"))
@@ -86,5 +89,5 @@ def test_local_bad_inputs(tmp_path, tokenizer):
         load(data_dir=str(tmp_path))
     (tmp_path / "train.json").unlink()
     _csv(tmp_path / "train.csv", ["text", "label"], [["a", "x"], ["b", ""]])
-    with pytest.raises(ValueError, match=r"train.csv, row 2: column 'label' is empty"):
+    with pytest.raises(ValueError, match=r"train.csv, line 3: label '' is missing"):
         load(data_dir=str(tmp_path))

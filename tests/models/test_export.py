@@ -202,7 +202,7 @@ def test_a_failed_export_leaves_the_previous_one_intact(tmp_path, monkeypatch):
 
     # a successful export replaces the earlier one (compact by hf here), leaving nothing else behind
     export(rewind(tiny_model(seed=2), ticket_for(layers=3)), path, format="hf")
-    assert sorted(os.listdir(path)) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(path)) == ["config.json", "fastticket_run.json", "model.safetensors"]
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
