@@ -398,11 +398,12 @@ def share_tickets(
     per-task dev metrics and the shared model; out_dir: save it there (ShareResult.load reads it back).
     """
     from ..models import load_model
-    from ..train import _check_args, _seeded, linear_schedule, warmup_steps_for
+    from ..train import TrainConfig, linear_schedule, seeded, warmup_steps_for
 
     if compat not in COMPAT:
         raise ValueError(f"compat={compat!r}; allowed: None (exact ticket sharing) or 'mtdnn' (the authors' masking)")
-    _check_args(epochs, lr, batch_size, warmup, clip, weight_decay, patience, None, max_steps, None)
+    TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, warmup=warmup, clip=clip, weight_decay=weight_decay,
+                patience=patience, max_steps=max_steps)
     if isinstance(model, (str, os.PathLike)):
         model = load_model(os.fspath(model), seed=seed, backend=backend)
     if not isinstance(model, TicketModel):
@@ -428,7 +429,7 @@ def share_tickets(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, desc="share tickets", unit="step", disable=not progress, leave=False)
-    with _seeded(seed, device):
+    with seeded(seed, device):
         for epoch in range(epochs):
             losses = {n: [] for n in tasks}
             for name, rows in mtdnn_batches(sizes, batch_size, shuffle):
