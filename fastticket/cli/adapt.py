@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from .. import adapt, load_task
     from ..defaults import default_model_path
-    from ..tickets.adapt import _encoder_of
+    from ..tickets.adapt import encoder_of
     from ..tickets.search import SUPER_MODEL_DIR
 
     source = args.source or default_model_path()
@@ -39,7 +39,7 @@ def run(args) -> int:
         source = os.path.join(source, SUPER_MODEL_DIR)
     if not os.path.exists(source):
         raise ValueError(f"--from {source!r} does not exist")
-    encoder = _encoder_of(source, args.shared_task)
+    encoder = encoder_of(source, args.shared_task)
     args.seed = args.seeds[0] if args.seeds else 0
     task = seeded_subsets(load_task(args.task, tokenizer=encoder.name_or_path or default_model_path(),
                               max_length=args.max_length, data_dir=args.data_dir), args)

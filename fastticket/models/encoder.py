@@ -212,11 +212,15 @@ class ClassificationHead(nn.Module):
         self.dropout = nn.Dropout(config.task_dropout)
         self.out = nn.Linear(config.hidden_size, config.num_labels)
 
-    def forward(self, hidden):
+    def pool(self, hidden, lengths=None):
+        """The pooler: the first token, [dropout,] dense, act -> [B, hidden]; the task layer is dropout + out."""
         x = hidden[:, 0]
         if self.pre_dropout:
             x = self.dropout(x)
-        return self.out(self.dropout(self.act(self.dense(x))))
+        return self.act(self.dense(x))
+
+    def forward(self, hidden, lengths=None):
+        return self.out(self.dropout(self.pool(hidden, lengths)))
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
