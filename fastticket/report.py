@@ -8,7 +8,8 @@ best on the selection split (ties: the lower seed).
 
 Across seeds (the paper's Tables 1, 5, 6): mean and sample std (n - 1) of held-out scores, and a paired
 t-test (scipy.stats.ttest_rel) of each group against the full model of the same seeds. The p-value is None
-with fewer than two paired seeds or when the paired differences do not vary (the t statistic is undefined).
+with fewer than two paired seeds or when the paired differences do not vary beyond float rounding
+(the t statistic is undefined).
 "Weights remaining" is the paper's: percent of all parameters of the classification model (embeddings,
 pooler and task layer included); the encoder-only figure is reported beside it as "encoder".
 """
@@ -61,8 +62,8 @@ def paired_p_value(a, b) -> float | None:
     if len(a) != len(b):
         raise ValueError(f"paired scores of different lengths ({len(a)} and {len(b)})")
     diffs = [x - y for x, y in zip(a, b)]
-    if len(diffs) < 2 or max(diffs) == min(diffs):
-        return None
+    if len(diffs) < 2 or max(diffs) - min(diffs) <= 1e-12 * max(1.0, *map(abs, diffs)):
+        return None  # (beyond float rounding) constant differences: the t statistic is undefined
     return float(stats.ttest_rel(a, b).pvalue)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from .common import levels_arg, seeded_subsets, seeds_arg
+from .common import levels_arg, seeds_arg
+from .training import add_train_options, subset_task, train_config
 
 def add_parser(sub) -> None:
     p = sub.add_parser("adapt", help="domain adaptation: fine-tune a super ticket / shared model on 0.1-100%% of a task")
@@ -17,12 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--fractions", type=levels_arg, default="0.001,0.01,0.1,1.0")
     p.add_argument("--seeds", type=seeds_arg, default="0")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--max-train-examples", type=int, default=0, help="seeded subset before the fractions (0 = all)")
-    p.add_argument("--max-eval-examples", type=int, default=500, help="seeded dev subset (0 = all)")
+    add_train_options(p, "quick-adapt (the paper's A.3.2: paper)")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="run directory (default: runs/adapt-<task>-<time>)")
     p.set_defaults(run=run)
@@ -40,12 +36,11 @@ def run(args) -> int:
     if not os.path.exists(source):
         raise ValueError(f"--from {source!r} does not exist")
     encoder = encoder_of(source, args.shared_task)
-    args.seed = args.seeds[0] if args.seeds else 0
-    task = seeded_subsets(load_task(args.task, tokenizer=encoder.name_or_path or default_model_path(),
-                              max_length=args.max_length, data_dir=args.data_dir), args)
+    config = train_config(args, "quick-adapt")
+    task = subset_task(load_task(args.task, tokenizer=encoder.name_or_path or default_model_path(),
+                                 max_length=config.max_length, data_dir=args.data_dir), config, args.seeds[0] if args.seeds else 0)
     out = args.out or os.path.join("runs", f"adapt-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
-    result = adapt(encoder, task, args.fractions, seeds=args.seeds, epochs=args.epochs, lr=args.lr,
-                   batch_size=args.batch_size, device=args.device, out_dir=out)
+    result = adapt(encoder, task, args.fractions, seeds=args.seeds, config=config, device=args.device, out_dir=out)
     print(f"\nadapting {result.config['heads_kept']} heads / {result.config['ffn_kept']} FFNs to {args.task} "
           f"({len(task.train)} training, {len(task.dev)} dev examples)")
     print(result.table())
