@@ -4,7 +4,6 @@ scores, or a fine-tuned checkpoint (one without a trained classifier is refused)
 import json
 
 import pytest
-import torch
 
 import fastticket as ft
 from fastticket.cli import main

@@ -22,29 +22,41 @@ OPTIONS = {
 ZERO_MEANS_NONE = ("patience", "max_train_examples", "max_eval_examples", "clip")
 
 
-def add_train_options(parser, default_preset: str) -> None:
-    """--preset and one option per TrainConfig field; an option not given keeps the preset's value."""
-    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                        help=f"training preset (default: {default_preset}); the options below override it")
+def add_train_options(parser, default_preset: str | None) -> None:
+    """--preset (unless default_preset is None) and one option per TrainConfig field; an option not given
+    keeps the preset's value."""
+    if default_preset is not None:
+        parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                            help=f"training preset (default: {default_preset}); the options below override it")
     for flag, (_, kind, text) in OPTIONS.items():
         parser.add_argument(flag, type=kind, default=None, help=f"{text} (default: the preset's)")
 
 
-def train_config(args, default_preset: str) -> TrainConfig:
-    """The TrainConfig of parsed arguments: args.preset (or `default_preset`) with the options given."""
+def train_overrides(args) -> dict:
+    """{TrainConfig field: value} of the training options given on the command line (0 = None where allowed)."""
     overrides = {}
     for field, _, _ in OPTIONS.values():
         value = getattr(args, field, None)
         if value is not None:
             overrides[field] = None if value == 0 and field in ZERO_MEANS_NONE else value
+    return overrides
+
+
+def named_errors(call, *args, **kwargs):
+    """call(*args, **kwargs) with a TrainConfig field in a ValueError renamed to its option: "--lr=-1.0; ..."."""
     try:
-        return TrainConfig.preset(args.preset or default_preset, **overrides)
-    except ValueError as exc:  # name the option, not the field: "--lr=-1.0; allowed: ..."
+        return call(*args, **kwargs)
+    except ValueError as exc:
         message = str(exc)
         for flag, (field, _, _) in OPTIONS.items():
             if message.startswith(field + "="):
                 message = flag + message[len(field):]
         raise ValueError(message) from None
+
+
+def train_config(args, default_preset: str) -> TrainConfig:
+    """The TrainConfig of parsed arguments: args.preset (or `default_preset`) with the options given."""
+    return named_errors(TrainConfig.preset, getattr(args, "preset", None) or default_preset, **train_overrides(args))
 
 
 def subset_task(task, config: TrainConfig, seed: int = 0):
