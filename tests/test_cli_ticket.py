@@ -86,3 +86,29 @@ def test_from_a_search_run_uses_its_saved_scores(tmp_path, capsys, monkeypatch):
 def test_bad_input(argv, message, capsys):
     assert main(["ticket", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_share_sparsity_fine_tunes_each_task_before_scoring(embedded, tmp_path, capsys, monkeypatch):
+    calls = []
+    real_fine_tune, real_importance = ft.fine_tune, ft.importance
+    monkeypatch.setattr(ft, "fine_tune", lambda m, *a, **k: calls.append(("fine_tune", m.config.num_labels)) or real_fine_tune(m, *a, **k))
+    monkeypatch.setattr(ft, "importance", lambda m, *a, **k: calls.append(("importance", m.config.num_labels)) or real_importance(m, *a, **k))
+    small = ["--max-train-examples", "8", "--max-eval-examples", "6", "--max-length", "16", "--batch-size", "4",
+             "--importance-examples", "8"]
+    # one short-text task: tokenizing bbc_news's long documents is what would cost time here
+    assert main(["share", "--tasks", "rotten_tomatoes", "--sparsity", "0.5", "--out", str(tmp_path / "share"), *small]) == 0
+    assert calls == [("fine_tune", 2), ("importance", 2)]
+    assert "36/72" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ffn-levels", "0.1,0.2"], "ffn_levels has 2 values but levels has 8; allowed: one FFN level per level"),
+    (["--levels", "0.1,0.2", "--ffn-levels", "0.1,1.5"], "ffn_levels value 1.5 is outside the allowed range [0, 1)"),
+])
+def test_search_ffn_levels_bad_input(embedded, argv, message, tmp_path, capsys):
+    assert main(["search", *argv, "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit) as exit_info:  # argparse: exit 2 with a usage message
+        main(["search", "--ffn-levels", "pairs"])
+    assert exit_info.value.code == 2 and "--ffn-levels 'pairs': expected 'levels', 'authors'" in capsys.readouterr().err

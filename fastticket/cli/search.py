@@ -18,7 +18,15 @@ def default_preset(task: str) -> str:
 
 def ffn_levels_arg(text: str):
     """--ffn-levels: 'levels' (the default pairing), 'authors', or comma-separated fractions."""
-    return text if text in ("levels", "authors") else levels_arg(text)
+    import argparse
+
+    if text in ("levels", "authors"):
+        return text
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--ffn-levels {text!r}: expected 'levels', 'authors' or comma-separated "
+                                         f"fractions of FFNs pruned, e.g. 0.1,0.2") from None
 
 
 def add_parser(sub) -> None:

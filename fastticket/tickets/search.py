@@ -32,7 +32,7 @@ from .select import KINDS, check_level, select
 from .store import ResultStore
 from .ticket import Ticket
 from .trial_runner import SELECTION_SEED, Runner, SearchData, fresh_model, split_dev
-from .trials import PAPER_LEVELS, Trial, plan_trials, resolve_ffn_levels
+from .trials import PAPER_LEVELS, Trial, check_ffn_levels, plan_trials, resolve_ffn_levels
 
 __all__ = ["search", "SearchResult", "split_dev", "SELECTION_SEED", "SUPER_MODEL_DIR", "PAPER_LEVELS"]
 
@@ -122,6 +122,7 @@ def search(
     None (the levels themselves)."""
     train_config = as_config("paper" if config is None else config, **train_options)
     levels, kinds, seeds = _check(levels, kinds, seeds, estimator, selection_fraction, importance_examples, backend)
+    check_ffn_levels(levels, ffn_levels)
     pretrained = model if isinstance(model, TicketModel) else None
     if task is None or isinstance(task, str):
         check_task_name(task or "rotten_tomatoes")
@@ -135,10 +136,7 @@ def search(
         raise ValueError(f"model has {pretrained.config.num_labels} labels but task {task.name!r} has {task.num_labels}")
     pretrained = copy.deepcopy(pretrained).cpu().eval()  # the rewinding point, never trained
     pretrained.backend = backend
-    ffn = resolve_ffn_levels(levels, ffn_levels, pretrained.num_layers)
-    for level, ffn_level in zip(levels, ffn):  # an impossible level fails now, not after the first fine-tuning
-        select(Importance(torch.zeros(pretrained.num_layers, pretrained.num_heads), torch.zeros(pretrained.num_layers)),
-               level, ffn_sparsity=ffn_level)
+    ffn = _check_levels_on(pretrained, levels, ffn_levels)
     device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
 
     data = SearchData.of(task, train_config, selection_fraction, importance_examples)
@@ -188,6 +186,16 @@ def _check(levels, kinds, seeds, estimator, selection_fraction, importance_examp
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is unknown; allowed: 'auto' or one of {BACKENDS}")
     return levels, kinds, seeds
+
+
+def _check_levels_on(model: TicketModel, levels, ffn_levels) -> tuple[float, ...]:
+    """The FFN level of each level (trials.resolve_ffn_levels); an impossible level fails now, not after the
+    first fine-tuning."""
+    ffn = resolve_ffn_levels(levels, ffn_levels, model.num_layers)
+    zeros = Importance(torch.zeros(model.num_layers, model.num_heads), torch.zeros(model.num_layers))
+    for level, ffn_level in zip(levels, ffn):
+        select(zeros, level, ffn_sparsity=ffn_level)
+    return ffn
 
 
 def _tokenizer_source(model):

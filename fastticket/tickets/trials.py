@@ -49,25 +49,33 @@ def plan_trials(levels, kinds, seeds, ffn_levels=None) -> list[Trial]:
     return trials
 
 
+def check_ffn_levels(levels, ffn_levels) -> None:
+    """One ValueError for ffn_levels that is not None, "levels", "authors" or one fraction in [0, 1) per level
+    (what needs the model, "authors" on too few layers, resolve_ffn_levels checks)."""
+    if ffn_levels is None or (isinstance(ffn_levels, str) and ffn_levels in FFN_PAIRINGS):
+        return
+    if isinstance(ffn_levels, str):
+        raise ValueError(f"ffn_levels={ffn_levels!r}; allowed: None, {FFN_PAIRINGS} or one fraction in [0, 1) per level")
+    values = tuple(ffn_levels)
+    if len(values) != len(tuple(levels)):
+        raise ValueError(f"ffn_levels has {len(values)} values but levels has {len(tuple(levels))}; allowed: one FFN level per level")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+            raise ValueError(f"ffn_levels value {v!r} is outside the allowed range [0, 1) (the fraction of FFNs pruned)")
+
+
 def resolve_ffn_levels(levels, ffn_levels, num_layers: int) -> tuple[float, ...]:
     """The FFN level of each head level: None or "levels" (the same), "authors" (k FFNs pruned at level k/10,
     the pairing of the authors' BERT-base scripts: k / num_layers), or one fraction in [0, 1) per level."""
+    check_ffn_levels(levels, ffn_levels)
     levels = tuple(float(l) for l in levels)
     if ffn_levels is None or ffn_levels == "levels":
         return levels
     if ffn_levels == "authors":
-        out = tuple(math.floor(10 * l + 0.5 + 1e-9) / num_layers for l in levels)
-        if any(f >= 1.0 for f in out):
-            bad = next(l for l, f in zip(levels, out) if f >= 1.0)
-            raise ValueError(f"ffn_levels='authors' prunes {math.floor(10 * bad + 0.5 + 1e-9)} FFNs at level {bad}, but the "
-                             f"model has {num_layers} layers; allowed there: 'levels' or explicit fractions in [0, 1)")
-        return out
-    if isinstance(ffn_levels, str):
-        raise ValueError(f"ffn_levels={ffn_levels!r}; allowed: None, {FFN_PAIRINGS} or one fraction in [0, 1) per level")
-    values = tuple(ffn_levels)
-    if len(values) != len(levels):
-        raise ValueError(f"ffn_levels has {len(values)} values but levels has {len(levels)}; allowed: one FFN level per level")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
-            raise ValueError(f"ffn_levels value {v!r} is outside the allowed range [0, 1) (the fraction of FFNs pruned)")
-    return tuple(float(v) for v in values)
+        counts = [math.floor(10 * l + 0.5 + 1e-9) for l in levels]
+        for level, k in zip(levels, counts):
+            if k >= num_layers:
+                raise ValueError(f"ffn_levels='authors' prunes {k} FFNs at level {level}, but the model has {num_layers} "
+                                 f"layers; allowed there: 'levels' or explicit fractions in [0, 1)")
+        return tuple(k / num_layers for k in counts)
+    return tuple(float(v) for v in ffn_levels)
