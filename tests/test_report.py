@@ -139,3 +139,21 @@ def test_weights_remaining_is_the_papers_all_parameter_count_for_bert_base():
     assert 100 * ten["total"] / full["total"] == pytest.approx(36.19, abs=0.01)
     # level 0.1 (14 heads, 1 FFN): 93.2 %, Table 7's 0.93 for the large tasks
     assert 100 * bert_base_counts(14, 1)["total"] / TOTAL == pytest.approx(93.17, abs=0.01)
+
+
+def test_the_plot_x_axis_is_the_papers_weights_remaining(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from fastticket.report import plot_phase_transition
+
+    drawn, labels = [], []
+    real_plot, real_label = Axes.plot, Axes.set_xlabel
+    monkeypatch.setattr(Axes, "plot", lambda self, x, *a, **k: drawn.append(list(x)) or real_plot(self, x, *a, **k))
+    monkeypatch.setattr(Axes, "set_xlabel", lambda self, text, *a, **k: labels.append(text) or real_label(self, text, *a, **k))
+    path = plot_phase_transition(ROWS, str(tmp_path / "p.png"), "accuracy")
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert drawn[0] == [79.0, 86.0, 93.0] and drawn[1] == [79.0]  # winning, random: all-parameter percentages
+    assert labels == ["percent of weights remaining (all parameters)"]
