@@ -15,7 +15,7 @@ def embedded():
 
 def test_ticket_command_writes_files(embedded, tmp_path, capsys):
     code = main(["ticket", "--max-examples", "24", "--batch-size", "8", "--max-length", "24", "--sparsity", "0.5",
-                 "--out", str(tmp_path)])
+                 "--max-train-examples", "32", "--max-eval-examples", "16", "--out", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
     assert "winning ticket at sparsity 0.5" in out and "heads kept 36/72" in out and "FFNs kept 3/6" in out

@@ -198,3 +198,79 @@ def test_minilm_learns_rotten_tomatoes():
     model = ft.load_model(default_model_path(), num_labels=2, seed=0)
     result = fine_tune(model, task, epochs=1, lr=2e-4, batch_size=16, progress=False)  # 50 steps
     assert result.best_metric >= 0.65 and result.best_metric > majority + 0.05, (majority, result.history)
+
+
+def test_train_config_presets_and_overrides():
+    from fastticket.train import PRESETS, TrainConfig
+
+    paper = TrainConfig.paper()
+    assert paper == TrainConfig() and (paper.epochs, paper.lr, paper.batch_size, paper.warmup, paper.clip) == (6, 5e-5, 32, 0.1, 1.0)
+    assert paper.patience == 2 and paper.dropout is None and paper.weight_decay == 0.0
+    quick = TrainConfig.quick()
+    assert (quick.epochs, quick.lr, quick.batch_size, quick.max_length) == (1, 2e-4, 16, 64)
+    assert (quick.max_train_examples, quick.max_eval_examples) == (2500, 1000)
+    assert TrainConfig.paper("mnli").epochs == 3 and TrainConfig.paper("qnli").epochs == 3 and TrainConfig.paper("rte").epochs == 6
+    assert TrainConfig.preset("paper-mtl").epochs == 5 and set(PRESETS) >= {"paper", "quick", "paper-mtl"}
+    assert TrainConfig.quick(lr=1e-4).lr == 1e-4 and TrainConfig.paper("mnli", epochs=2).epochs == 2
+    assert TrainConfig().replace(patience=None).patience is None
+    with pytest.raises(ValueError, match="preset 'fast' is unknown; allowed"):
+        TrainConfig.preset("fast")
+    with pytest.raises(ValueError, match="unknown training option 'learning_rate'; allowed"):
+        TrainConfig().replace(learning_rate=1.0)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("epochs", 0), ("epochs", 1.5), ("epochs", True), ("lr", 0), ("lr", float("nan")), ("batch_size", 0),
+    ("warmup", 1.0), ("warmup", -0.1), ("clip", -1.0), ("weight_decay", -0.1), ("patience", 0), ("dropout", 1.0),
+    ("eval_every", 0), ("max_steps", 0), ("eval_batch_size", 0), ("max_length", 1), ("max_train_examples", 0),
+    ("max_eval_examples", -1),
+])
+def test_train_config_refuses_each_bad_field_in_one_line(field, value):
+    from fastticket.train import TrainConfig
+
+    with pytest.raises(ValueError) as info:
+        TrainConfig(**{field: value})
+    message = str(info.value)
+    assert message.startswith(f"{field}={value!r}; allowed: ") and "\n" not in message
+
+
+def test_fine_tune_takes_a_config_and_overrides():
+    from fastticket.train import TrainConfig
+
+    train, dev = tokenized_dataset(n=24, seed=1, num_labels=2), tokenized_dataset(n=8, seed=2, num_labels=2)
+    config = TrainConfig(epochs=2, lr=1e-3, batch_size=8, dropout=0.3, patience=None)
+    a, b = small_model(), small_model()
+    ra = fine_tune(a, train, dev, config=config, progress=False)
+    rb = fine_tune(b, train, dev, epochs=2, lr=1e-3, batch_size=8, dropout=0.3, patience=None, progress=False)
+    assert ra.steps == rb.steps == 6 and same(state(a), state(b))
+    c = small_model()
+    rc = fine_tune(c, train, dev, config=config, epochs=1, progress=False)
+    assert rc.steps == 3 and a.head.dropout.p == 0.3
+    assert fine_tune(small_model(), train, None, config="quick", max_steps=2, progress=False).steps == 2
+    with pytest.raises(ValueError, match="config of type int"):
+        fine_tune(small_model(), train, config=3, progress=False)
+
+
+def test_run_loop_with_a_custom_batch_source_and_step():
+    """The loop knows nothing of models or optimizers: a hand-written SGD on y = 2x learns w = 2."""
+    from fastticket.train import LoopParts, TrainConfig, run_loop
+
+    module = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(module.weight)
+    xs = torch.linspace(-1, 1, 8)[:, None]
+    batches = [(xs[i:i + 2], 2 * xs[i:i + 2]) for i in range(0, 8, 2)]
+    lrs = []
+
+    def step(item, lr):
+        lrs.append(lr)
+        with torch.no_grad():
+            module.weight -= lr * module.weight.grad
+
+    scores = iter([0.1, 0.2, 0.3, 0.25, 0.2, 0.1] + [0.0] * 20)
+    parts = LoopParts(module, list(module.parameters()), lambda: iter(batches), 4,
+                      lambda b: ((module(b[0]) - b[1]) ** 2).mean(), step, lambda: {"score": next(scores)}, "score")
+    config = TrainConfig(epochs=10, lr=0.5, warmup=0.0, clip=None, patience=3)
+    result = run_loop(config, parts, seed=0, progress=False)
+    assert result.stopped_early and result.best_step == 12 and len(result.history) == 6 and result.steps == 24
+    assert lrs[:2] == pytest.approx([0.5, 0.5 * 39 / 40])  # the linear decay over 40 planned steps
+    assert abs(float(module.weight.detach()) - 2.0) < 0.2  # the best state (step 12) is the one restored, and it learned

@@ -7,6 +7,7 @@
     fastticket ticket   score every head and FFN, cut one ticket and print it
     fastticket share    ticket sharing (multi-task)
     fastticket adapt    few-shot domain adaptation of a super ticket or shared model
+    fastticket reproduce glue   the paper's Table 1 protocol (8 GLUE tasks x 8 levels x 5 seeds) and Table 1
     fastticket bench    run the benchmark suite (or named parts) of a source checkout, print the P1–P5 report
 """
 
@@ -16,11 +17,11 @@ import argparse
 import sys
 import warnings
 
-from . import adapt, bench, export, plot, search, share, ticket
+from . import adapt, bench, export, plot, reproduce, search, share, ticket
 from .bench import BENCH_PARTS
 from .common import format_scores, format_ticket
 
-COMMANDS = (search, plot, export, ticket, share, adapt, bench)
+COMMANDS = (search, plot, export, ticket, share, adapt, reproduce, bench)
 
 __all__ = ["main", "BENCH_PARTS", "format_scores", "format_ticket"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from .common import fractions_arg, seeded_subsets, seeds_arg
+from .common import fractions_arg, seeds_arg
+from .training import add_train_options, subset_task, train_config
 
 def add_parser(sub) -> None:
     p = sub.add_parser("adapt", help="domain adaptation: fine-tune a super ticket / shared model on 0.1-100%% of a task")
@@ -17,22 +18,16 @@ def add_parser(sub) -> None:
     p.add_argument("--fractions", type=fractions_arg("--fractions", "0.001,0.01,0.1,1"), default="0.001,0.01,0.1,1.0")
     p.add_argument("--seeds", type=seeds_arg, default="0")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--max-train-examples", type=int, default=0, help="seeded subset before the fractions (0 = all)")
-    p.add_argument("--max-eval-examples", type=int, default=500, help="seeded dev subset (0 = all)")
+    add_train_options(p, "quick-adapt (the paper's A.3.2: paper)")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="run directory (default: runs/adapt-<task>-<time>)")
     p.set_defaults(run=run)
 
 
-def _check_args(args) -> None:
-    """Everything that can be checked before a model or task is loaded."""
+def _check_args(args):
+    """Everything that can be checked before a model or task is loaded; returns the TrainConfig."""
     from ..data.task import check_task_name
     from ..rundir import check_target
-    from ..train import check_train_args
     from ..utils import resolve_device
 
     check_task_name(args.task)
@@ -41,36 +36,32 @@ def _check_args(args) -> None:
         raise ValueError(f"--fractions {','.join(map(str, args.fractions))!r}; allowed: fractions in (0, 1], e.g. 0.001,0.01,0.1,1")
     if not args.seeds or len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds {args.seeds}; allowed: distinct integers, at least one")
-    check_train_args(args.epochs, args.lr, args.batch_size, 0.1, 1.0, 0.0, 2, None, None, None)
-    for option in ("max_train_examples", "max_eval_examples"):
-        if getattr(args, option) < 0:
-            raise ValueError(f"--{option.replace('_', '-')}={getattr(args, option)}; allowed: 0 (all) or a positive count")
+    config = train_config(args, "quick-adapt")
     resolve_device(args.device)
     if args.out is not None:
         check_target(args.out, "adapt")
+    return config
 
 
 def run(args) -> int:
     from .. import adapt, load_task
     from ..defaults import default_model_path
-    from ..tickets.adapt import _encoder_of
+    from ..tickets.adapt import encoder_of
     from ..tickets.search import SUPER_MODEL_DIR
 
-    _check_args(args)
+    config = _check_args(args)
     source = args.source or default_model_path()
     if os.path.isdir(os.path.join(source, SUPER_MODEL_DIR)):
         source = os.path.join(source, SUPER_MODEL_DIR)
     if not os.path.exists(source):
         raise ValueError(f"--from {source!r} does not exist")
-    encoder = _encoder_of(source, args.shared_task)
-    if args.max_length > encoder.config.max_length:
-        raise ValueError(f"--max-length={args.max_length} exceeds the model's {encoder.config.max_length} positions")
-    args.seed = args.seeds[0]
-    task = seeded_subsets(load_task(args.task, tokenizer=encoder.name_or_path or default_model_path(),
-                              max_length=args.max_length, data_dir=args.data_dir), args)
+    encoder = encoder_of(source, args.shared_task)
+    if config.max_length > encoder.config.max_length:
+        raise ValueError(f"--max-length={config.max_length} exceeds the model's {encoder.config.max_length} positions")
+    task = subset_task(load_task(args.task, tokenizer=encoder.name_or_path or default_model_path(),
+                                 max_length=config.max_length, data_dir=args.data_dir), config, args.seeds[0])
     out = args.out or os.path.join("runs", f"adapt-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
-    result = adapt(encoder, task, args.fractions, seeds=args.seeds, epochs=args.epochs, lr=args.lr,
-                   batch_size=args.batch_size, device=args.device, out_dir=out)
+    result = adapt(encoder, task, args.fractions, seeds=args.seeds, config=config, device=args.device, out_dir=out)
     print(f"\nadapting {result.config['heads_kept']} heads / {result.config['ffn_kept']} FFNs to {args.task} "
           f"({len(task.train)} training, {len(task.dev)} dev examples)")
     print(result.table())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from .common import names_arg, seeded_subsets
+from .common import names_arg
+from .training import add_train_options, subset_task, train_config
 
 def add_parser(sub) -> None:
     p = sub.add_parser("share", help="ticket sharing: multi-task training, each task on its own ticket of a shared encoder")
@@ -14,18 +15,12 @@ def add_parser(sub) -> None:
                    help="comma-separated run dirs holding the tickets: `fastticket search` runs (config.json task + "
                         "super_ticket.json), a share run (tickets/<task>.json) or a dir of <task>.json / <task>/super_ticket.json")
     p.add_argument("--sparsity", type=float, default=None,
-                   help="without --tickets-from: cut a winning ticket per task at this level from importance on the "
-                        "pre-trained model (as `fastticket ticket` does)")
+                   help="without --tickets-from: fine-tune the model on each task, score importance and cut a winning "
+                        "ticket per task at this level (as `fastticket ticket` does)")
     p.add_argument("--importance-examples", type=int, default=256, help="examples scored per task for --sparsity")
     p.add_argument("--model", default=None, help="HF checkpoint dir or hub name (default: embedded all-MiniLM-L6-v2)")
     p.add_argument("--data-dir", default=None, help="GLUE-layout root for GLUE tasks")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--max-train-examples", type=int, default=1500, help="per task, seeded subset (0 = all)")
-    p.add_argument("--max-eval-examples", type=int, default=500, help="per task, seeded subset (0 = all)")
+    add_train_options(p, "quick-share (per task; paper-mtl is the paper's A.2.1)")
     p.add_argument("--compat", default=None, choices=("mtdnn",), help="the authors' masking by multiplication + dense Adamax")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
@@ -53,12 +48,11 @@ def _read_tickets(sources: str, names) -> dict:
     return {n: found[n] for n in names if n in found}  # share_tickets names a task without a ticket
 
 
-def _check_args(args) -> None:
-    """Everything that can be checked before a model or task is loaded."""
+def _check_args(args):
+    """Everything that can be checked before a model or task is loaded; returns the TrainConfig."""
     from ..data.task import check_task_name
     from ..rundir import check_target
     from ..tickets.select import check_level
-    from ..train import check_train_args
     from ..utils import resolve_device
 
     if not args.tasks:
@@ -75,49 +69,53 @@ def _check_args(args) -> None:
                 raise ValueError(f"--tickets-from {src!r} is not a directory")
     else:
         check_level(args.sparsity)
-    check_train_args(args.epochs, args.lr, args.batch_size, 0.1, 1.0, args.weight_decay, None, None, None, None)
-    for option in ("max_train_examples", "max_eval_examples", "importance_examples"):
-        value = getattr(args, option)
-        if value < (1 if option == "importance_examples" else 0):
-            allowed = "a positive count" if option == "importance_examples" else "0 (all) or a positive count"
-            raise ValueError(f"--{option.replace('_', '-')}={value}; allowed: {allowed}")
+    config = train_config(args, "quick-share")
+    if args.importance_examples < 1:
+        raise ValueError(f"--importance-examples={args.importance_examples}; allowed: a positive count")
     resolve_device(args.device)
     if args.out is not None:
         check_target(args.out, "share")
+    return config
 
 
 def run(args) -> int:
-    import torch
-
-    from .. import importance, load_model, load_task, select, share_tickets
-    from ..data.batching import seeded_subset
+    from .. import load_model, load_task, share_tickets
     from ..defaults import default_model_path
-    from ..tickets.adapt import with_task_head
     from ..tickets.search import check_level_prunes
 
-    _check_args(args)
+    config = _check_args(args)
     source = args.model or default_model_path()
     model = load_model(source, seed=args.seed, backend=args.backend)
-    if args.max_length > model.config.max_length:
-        raise ValueError(f"--max-length={args.max_length} exceeds the model's {model.config.max_length} positions")
-    tasks = {n: seeded_subsets(load_task(n, tokenizer=source, max_length=args.max_length, data_dir=args.data_dir), args)
+    if config.max_length > model.config.max_length:
+        raise ValueError(f"--max-length={config.max_length} exceeds the model's {model.config.max_length} positions")
+    tasks = {n: subset_task(load_task(n, tokenizer=source, max_length=config.max_length, data_dir=args.data_dir), config, args.seed)
              for n in args.tasks}
     if args.tickets_from is not None:
         tickets = _read_tickets(args.tickets_from, list(tasks))
     else:
         check_level_prunes(model, args.sparsity)
-        torch.manual_seed(args.seed)
-        tickets = {}
-        for n, t in tasks.items():
-            scores = importance(with_task_head(model, t.num_labels, args.seed),
-                                seeded_subset(t.train, args.importance_examples, seed=args.seed), backend=args.backend)
-            tickets[n] = select(scores, args.sparsity, seed=args.seed)
+        tickets = _fine_tuned_tickets(model, tasks, config, args)
     out = args.out or os.path.join("runs", f"share-{time.strftime('%Y%m%d-%H%M%S')}")
-    result = share_tickets(model, tasks, tickets, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                           weight_decay=args.weight_decay, seed=args.seed, compat=args.compat, device=args.device,
+    result = share_tickets(model, tasks, tickets, config=config, seed=args.seed, compat=args.compat, device=args.device,
                            backend=args.backend, out_dir=out)
     print(f"\nticket sharing over {', '.join(tasks)} ({result.config['steps']} steps, {result.config['seconds']:.0f} s, "
           f"union: {result.config['union']['heads']} heads, {result.config['union']['ffn']} FFNs)")
     print(result.table())
     print(f"\nwrote {out}/: results.json, config.json, tickets/, shared_encoder/, task_heads.safetensors")
     return 0
+
+
+def _fine_tuned_tickets(model, tasks: dict, config, args) -> dict:
+    """--sparsity: per task, the model fine-tuned on it (never an untrained head), scored, cut."""
+    from .. import fine_tune, importance, select
+    from ..data.batching import seeded_subset
+    from ..tickets.adapt import with_task_head
+
+    tickets = {}
+    for name, task in tasks.items():
+        net = with_task_head(model, task.num_labels, args.seed)
+        trial = config if config.dropout is not None else config.replace(dropout=task.dropout)
+        fine_tune(net, task.train, task.dev, config=trial, metric=task, seed=args.seed, device=args.device)
+        scores = importance(net, seeded_subset(task.train, args.importance_examples, seed=args.seed), backend=args.backend)
+        tickets[name] = select(scores, args.sparsity, seed=args.seed)
+    return tickets

@@ -3,9 +3,12 @@
 Per seed: fine-tune the full model → score importance on the training set → cut a ticket per level ×
 kind → rewind each into a physically compact model at pre-trained values (task head re-initialized with
 the fine-tuning seed) → train it with the same schedule → evaluate on the selection split (a fixed,
-seeded 10 % of dev) and on the held-out 90 %. The super ticket is the winning ticket with the best
-selection score; its trained compact model is kept in out_dir/super_ticket_model. The trial list (trials.py) and the result store (store.py) stay apart from training, so
-trials can later be fanned out over ranks.
+seeded 10 % of dev), on the held-out 90 % and on every extra dev split (MNLI-mismatched). Each seed's
+super ticket is its winning ticket with the best selection score; results.json reports them and their
+mean ± std against the full model with a paired t-test over seeds (report.py). The one exported super
+ticket (out_dir/super_ticket_model, read by ft.load_pruned and `fastticket export`) follows the rule in
+report.py: the level most seeds picked. The trial list (trials.py), the trial loop (trial_runner.py), the
+kept models (kept_models.py) and the result store (store.py) stay apart, so trials can be fanned out.
 """
 
 from __future__ import annotations
@@ -13,34 +16,36 @@ from __future__ import annotations
 import copy
 import json
 import os
-import time
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
-from ..data.batching import seeded_subset
 from ..data.metrics import primary_metric
 from ..data.task import Task, check_task_fits, check_task_name, load_task
-from ..models import TicketModel, export, load_model
 from ..rundir import check_target, code_version, fingerprint_dataset, model_identity, releases_run_locks
-from ..train import check_train_args, evaluate, fine_tune
 from ..utils import resolve_device
-from .importance import ESTIMATORS, Importance, importance
-from .rewind import rewind, ticket_of
 from ..defaults import display_name
+from ..models import TicketModel, load_model
 from ..ops.dispatch import BACKENDS
-from .select import KINDS, check_level, round_half_up, select
+from ..train import TrainConfig, as_config
+from .importance import ESTIMATORS, Importance
+from .kept_models import SUPER_MODEL_DIR
+from .select import KINDS, check_level, select
 from .store import ResultStore
 from .ticket import Ticket
-from .trials import PAPER_LEVELS, Trial, plan_trials
+from .trial_runner import SELECTION_SEED, Runner, SearchData, fresh_model, split_dev
+from .trials import PAPER_LEVELS, Trial, check_ffn_levels, plan_trials, resolve_ffn_levels
 
-SELECTION_SEED = 0  # the selection/held-out split of dev is the same for every seed and trial
-SUPER_MODEL_DIR = "super_ticket_model"  # the trained compact super-ticket model (ft.load_pruned reads it)
+__all__ = ["search", "SearchResult", "split_dev", "SELECTION_SEED", "SUPER_MODEL_DIR", "PAPER_LEVELS"]
+
+_fresh = fresh_model  # bench/bench_search.py imports this name
 
 
 @dataclass
 class SearchResult:
+    """rows: one per finished trial; super_row / super_ticket: the one chosen super ticket (report.py's
+    rule); super_tickets(): one per seed; super_ticket_summary(): their statistics against the full model."""
+
     rows: list[dict]
     config: dict
     super_ticket: Ticket | None = None
@@ -53,14 +58,28 @@ class SearchResult:
 
         return summarize(self.rows)
 
-    def table(self) -> str:
-        from ..report import format_table
+    def super_tickets(self) -> list[dict]:
+        from ..report import super_ticket_entries
 
-        return format_table(self.summary(), self.config.get("metric", "score"))
+        return super_ticket_entries(self.rows)
+
+    def super_ticket_summary(self) -> dict | None:
+        from ..report import super_ticket_summary
+
+        return super_ticket_summary(self.rows)
+
+    def table(self) -> str:
+        from ..report import format_super_tickets, format_table
+
+        metric = self.config.get("metric", "score")
+        return (format_table(self.summary(), metric) + "\n\n"
+                + format_super_tickets(self.super_tickets(), self.super_ticket_summary(), metric))
 
     def to_json(self) -> str:
-        return json.dumps({"config": self.config, "rows": self.rows, "summary": self.summary(),
-                           "super_ticket": self.super_row}, indent=1, sort_keys=True)
+        from ..report import results_document
+
+        return json.dumps({"config": self.config, **results_document(self.rows), "super_row": self.super_row},
+                          indent=1, sort_keys=True)
 
     def plot(self, path: str | None = None) -> str:
         """Draws phase_transition.png (into out_dir unless a path is given); returns its path."""
@@ -75,6 +94,7 @@ class SearchResult:
 
 
 @releases_run_locks  # the run lock store.start takes is released when search returns or raises
+@releases_run_locks  # the run lock store.start takes is released when search returns or raises
 def search(
     model,
     task,
@@ -83,15 +103,9 @@ def search(
     seeds=(0,),
     out_dir: str | None = None,
     *,
+    config: TrainConfig | str | None = None,
+    ffn_levels=None,
     estimator: str = "paper",
-    epochs: int = 6,
-    lr: float = 5e-5,
-    batch_size: int = 32,
-    warmup: float = 0.1,
-    patience: int | None = 2,
-    max_length: int = 128,
-    max_train_examples: int | None = None,
-    max_eval_examples: int | None = None,
     importance_examples: int | None = None,
     selection_fraction: float = 0.1,
     data_dir: str | None = None,
@@ -99,103 +113,51 @@ def search(
     backend: str = "auto",
     resume: bool = False,
     progress: bool = True,
+    **train_options,
 ) -> SearchResult:
     """Runs (or resumes) a super-ticket search; see the module docstring. `model`: a checkpoint dir, hub
     name, HF model or TicketModel (its current weights are the pre-trained values); `task`: an ft.Task
-    or a task name for ft.load_task (tokenized with the model's tokenizer). Every argument, the output
-    directory, the device and the task's fit to the model are checked before anything is written or trained."""
-    levels, kinds, seeds = _check(levels, kinds, seeds, estimator, selection_fraction,
-                                  max_train_examples, max_eval_examples, importance_examples, backend)
-    check_train_args(epochs, lr, batch_size, warmup, 1.0, 0.0, patience, None, None, None)
+    or a task name for ft.load_task (tokenized with the model's tokenizer).
+
+    config: a TrainConfig, a preset name ("paper", "quick", ...) or None (the paper's); train_options are
+    TrainConfig fields overriding it (epochs=, lr=, batch_size=, warmup=, patience=, max_length=,
+    max_train_examples=, max_eval_examples=, ...). ffn_levels: the fraction of FFNs pruned at each level
+    (one per level, each in [0, 1)), "authors" (k FFNs at level k/10, the authors' BERT-base pairing) or
+    None (the levels themselves)."""
+    train_config = as_config("paper" if config is None else config, **train_options)
+    levels, kinds, seeds = _check(levels, kinds, seeds, estimator, selection_fraction, importance_examples, backend)
+    check_ffn_levels(levels, ffn_levels)
     device = resolve_device(device)
     if out_dir is not None:  # the user's files, another command's run, an unwritable path: refused now
         check_target(out_dir, "search", resume=resume)
-    pretrained, task = _load_checked(model, task, levels, max_length, data_dir, backend)
+    pretrained, task = _load_checked(model, task, train_config.max_length, data_dir, backend)
+    if getattr(task, "max_length", None):  # a Task given tokenized: its length is the run's
+        train_config = train_config.replace(max_length=task.max_length)
+    ffn = _check_levels_on(pretrained, levels, ffn_levels)
 
-    train = seeded_subset(task.train, max_train_examples, seed=SELECTION_SEED)
-    dev = seeded_subset(task.dev, max_eval_examples, seed=SELECTION_SEED)
-    selection, heldout = split_dev(dev, selection_fraction)
-    scoring_data = seeded_subset(train, importance_examples, seed=SELECTION_SEED)
-    metric = primary_metric(task)
-    config = {
-        "model_name": pretrained.name_or_path, "task": task.name, "metric": metric, "levels": list(levels),
-        "kinds": list(kinds), "seeds": list(seeds), "estimator": estimator, "epochs": epochs, "lr": lr,
-        "batch_size": batch_size, "warmup": warmup, "patience": patience,
-        "max_length": getattr(task, "max_length", None) or max_length,
-        "train_examples": len(train), "selection_examples": len(selection), "heldout_examples": len(heldout),
-        "importance_examples": len(scoring_data), "selection_fraction": selection_fraction,
-        "data": _data_identity(task, data_dir, train, dev), "model": model_identity(pretrained),
-        "code_version": code_version(),
+    data = SearchData.of(task, train_config, selection_fraction, importance_examples)
+    run_config = {
+        "model_name": pretrained.name_or_path, "task": task.name, "metric": primary_metric(task), "levels": list(levels),
+        "ffn_levels": None if ffn == levels else list(ffn), "kinds": list(kinds), "seeds": list(seeds), "estimator": estimator,
+        **train_config.to_dict(), **data.counts(), "selection_fraction": selection_fraction,
+        "data": _data_identity(task, data_dir, data), "model": model_identity(pretrained), "code_version": code_version(),
     }
     store = ResultStore(out_dir) if out_dir is not None else None
     if store is not None:
-        store.start(config, resume)
-    done = store.finished() if store is not None else {}
-    schedule = dict(epochs=epochs, lr=lr, batch_size=batch_size, warmup=warmup, patience=patience,
-                    dropout=getattr(task, "dropout", None), device=device, progress=progress)
-    full_params = _param_counts(pretrained)
-    trials = plan_trials(levels, kinds, seeds)
-    tickets: dict[str, Ticket] = {}
-    scores: dict[int, Importance] = {}
-
-    bar = tqdm(trials, desc=f"search {task.name}", unit="trial", disable=not progress)
-    for trial in bar:
-        bar.set_postfix_str(trial.id)
-        if trial.kind == "full" and trial.id in done:
-            scores[trial.seed] = _saved_importance(store, trial.seed)
-            continue
-        if trial.kind != "full":
-            tickets[trial.id] = (Ticket.from_dict(done[trial.id]["ticket"]) if trial.id in done
-                                 else select(scores[trial.seed], trial.level, kind=trial.kind, seed=trial.seed))
-            if trial.id in done:
-                continue
-        start = time.perf_counter()
-        net = _fresh(pretrained, trial.seed)
-        if trial.kind != "full":
-            net = rewind(net, tickets[trial.id])  # compact: pruned structures cost nothing from here on
-        result = fine_tune(net, train, selection, metric=task, seed=trial.seed, **schedule)
-        if trial.kind == "full":
-            scores[trial.seed] = importance(net, scoring_data, estimator=estimator, batch_size=batch_size,
-                                            backend=backend, progress=False)
-            if store is not None:  # before the row: a finished full trial always has its scores
-                store.write_json(f"importance-seed{trial.seed}.json", scores[trial.seed].to_dict())
-        ticket = tickets.get(trial.id, ticket_of(net))
-        done[trial.id] = _row(trial, net, ticket, task, selection, heldout, batch_size, device, full_params, result, start)
-        if store is not None:
-            if trial.kind == "winning" and _best_winner(done)["id"] == trial.id:  # model first, then its row
-                export(net, store.path(SUPER_MODEL_DIR), format="compact")
-            store.write_row(trial.id, done[trial.id])
-            store.write_json("results.json", {"rows": _ordered(done, trials)})
-    rows = _ordered(done, trials)
-    result = SearchResult(rows, config, out_dir=out_dir, tickets=tickets)
-    best = _best_winner(done)
-    if best is not None:
-        result.super_row, result.super_ticket = best, tickets[best["id"]]
-        if store is not None:
-            store.write_json("super_ticket.json", {**result.super_ticket.to_dict(), "row": best})
+        store.start(run_config, resume)
+    if train_config.dropout is None:  # the task's task-layer dropout (0.3 MNLI, 0.05 CoLA, 0.1 otherwise)
+        train_config = train_config.replace(dropout=task.dropout)
+    runner = Runner(pretrained, task, data, train_config, estimator, backend, device, progress, store)
+    rows, chosen = runner.run(plan_trials(levels, kinds, seeds, ffn))
+    result = SearchResult(rows, run_config, out_dir=out_dir, tickets=runner.tickets)
+    if chosen is not None:
+        result.super_row, result.super_ticket = chosen, runner.tickets[chosen["id"]]
     if store is not None:
-        store.write_json("results.json", {"rows": rows})
         result.plot()
     return result
 
 
-def _best_winner(done: dict) -> dict | None:
-    """The winning row with the best selection score (ties: the sparser ticket, then the lower seed)."""
-    winners = [r for r in done.values() if r["kind"] == "winning"]
-    return max(winners, key=lambda r: (r["selection_score"], r["level"], -r["seed"])) if winners else None
-
-
-def split_dev(dev, fraction: float = 0.1, seed: int = SELECTION_SEED):
-    """(selection, held-out): a fixed, seeded `fraction` of dev and the rest."""
-    n = len(dev)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    k = max(1, round_half_up(fraction * n))
-    if k >= n:
-        raise ValueError(f"dev has {n} examples: too few to split off a selection set of {fraction:.0%}")
-    return dev.select(sorted(order[:k])), dev.select(sorted(order[k:]))
-
-
-def _check(levels, kinds, seeds, estimator, selection_fraction, max_train, max_eval, importance_examples, backend):
+def _check(levels, kinds, seeds, estimator, selection_fraction, importance_examples, backend):
     for level in levels:
         check_level(level)
     levels = tuple(float(l) for l in levels)
@@ -216,18 +178,16 @@ def _check(levels, kinds, seeds, estimator, selection_fraction, max_train, max_e
         raise ValueError(f"estimator {estimator!r} is unknown; allowed: {ESTIMATORS}")
     if not 0.0 < selection_fraction < 1.0:
         raise ValueError(f"selection_fraction={selection_fraction}; allowed: (0, 1)")
-    for name, value in (("max_train_examples", max_train), ("max_eval_examples", max_eval),
-                        ("importance_examples", importance_examples)):
-        if value is not None and value < 1:
-            raise ValueError(f"{name}={value}; allowed: None (all) or a positive count")
+    if importance_examples is not None and importance_examples < 1:
+        raise ValueError(f"importance_examples={importance_examples}; allowed: None (all) or a positive count")
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is unknown; allowed: 'auto' or one of {BACKENDS}")
     return levels, kinds, seeds
 
 
-def _load_checked(model, task, levels, max_length: int, data_dir, backend: str):
+def _load_checked(model, task, max_length: int, data_dir, backend: str):
     """(the pre-trained model on CPU, the Task), both loaded and checked against each other: label count,
-    label values, lengths against the model's positions, and every level against the model's size."""
+    label values, lengths against the model's positions."""
     pretrained = model if isinstance(model, TicketModel) else None
     if task is None or isinstance(task, str):
         check_task_name(task or "rotten_tomatoes")
@@ -248,26 +208,36 @@ def _load_checked(model, task, levels, max_length: int, data_dir, backend: str):
     check_task_fits(task, pretrained.config.num_labels, positions)
     pretrained = copy.deepcopy(pretrained).cpu().eval()  # the rewinding point, never trained
     pretrained.backend = backend
-    for level in levels:  # an impossible level, or one that prunes nothing, fails now, not after fine-tuning
-        check_level_prunes(pretrained, level)
     return pretrained, task
 
 
-def check_level_prunes(pretrained: TicketModel, level: float) -> None:
+def _check_levels_on(model: TicketModel, levels, ffn_levels) -> tuple[float, ...]:
+    """The FFN level of each level (trials.resolve_ffn_levels); an impossible level, or one that prunes
+    nothing, fails now, not after the first fine-tuning."""
+    ffn = resolve_ffn_levels(levels, ffn_levels, model.num_layers)
+    for level, ffn_level in zip(levels, ffn):
+        check_level_prunes(model, level, ffn_level)
+    return ffn
+
+
+def check_level_prunes(pretrained: TicketModel, level: float, ffn_level: float | None = None) -> None:
     """select() refuses an impossible level; a level that rounds to no pruned head or FFN is refused too."""
     layers, heads = pretrained.num_layers, pretrained.num_heads
-    ticket = select(Importance(torch.zeros(layers, heads), torch.zeros(layers)), level)
+    ticket = select(Importance(torch.zeros(layers, heads), torch.zeros(layers)), level, ffn_sparsity=ffn_level)
     if bool(ticket.heads.all()) and bool(ticket.ffn.all()):
         raise ValueError(f"level {level} prunes nothing on a model of {layers} layers x {heads} heads "
-                         f"(round({level} * {layers * heads}) = 0 heads, round({level} * {layers}) = 0 FFNs); "
+                         f"(round({level} * {layers * heads}) = 0 heads, 0 of {layers} FFNs); "
                          f"allowed: levels of at least {0.5 / (layers * heads):.3g}")
 
 
-def _data_identity(task: Task, data_dir, train, dev) -> dict:
+def _data_identity(task: Task, data_dir, data: SearchData) -> dict:
     """What the data of a run is: task, resolved data directory, and hashes of the tokenized splits used."""
     where = data_dir if data_dir is not None else getattr(task, "data_dir", None)
+    dev = data.selection, data.heldout
     return {"task": task.name, "data_dir": os.path.realpath(where) if where is not None else None,
-            "train_sha256": fingerprint_dataset(train), "dev_sha256": fingerprint_dataset(dev)}
+            "train_sha256": fingerprint_dataset(data.train),
+            "dev_sha256": [fingerprint_dataset(d) for d in dev],
+            "extra_dev_sha256": {n: fingerprint_dataset(d) for n, d in data.extra.items()}}
 
 
 def _tokenizer_source(model):
@@ -281,40 +251,3 @@ def _tokenizer_source(model):
     return source
 
 
-def _fresh(pretrained: TicketModel, seed: int) -> TicketModel:
-    """The pre-trained model with its task layer re-initialized from the fine-tuning seed (BERT keeps its
-    pre-trained pooler, as Hugging Face fine-tuning does)."""
-    net = copy.deepcopy(pretrained)
-    net.reset_head(seed, keep_pooler=True)
-    return net
-
-
-def _saved_importance(store: ResultStore, seed: int) -> Importance:
-    return Importance.load(store.path(f"importance-seed{seed}.json"))
-
-
-def _param_counts(model: TicketModel) -> dict:
-    encoder = sum(p.numel() for name, p in model.named_parameters() if name.startswith("layers."))
-    return {"total": sum(p.numel() for p in model.parameters()), "encoder": encoder}
-
-
-def _row(trial, net, ticket, task, selection, heldout, batch_size, device, full_params, result, start) -> dict:
-    if ticket != ticket_of(net):
-        raise AssertionError(f"trial {trial.id}: the trained model does not embody its ticket")
-    sel = evaluate(net, selection, metric=task, batch_size=2 * batch_size, device=device)
-    held = evaluate(net, heldout, metric=task, batch_size=2 * batch_size, device=device)
-    metric = primary_metric(task)
-    counts = _param_counts(net)
-    return {
-        "id": trial.id, "kind": trial.kind, "level": trial.level, "seed": trial.seed,
-        "selection": sel, "heldout": held, "selection_score": sel[metric], "heldout_score": held[metric],
-        "heads_kept": int(ticket.heads.sum()), "ffn_kept": int(ticket.ffn.sum()),
-        "params": counts["total"], "encoder_params": counts["encoder"],
-        "weights_remaining": 100.0 * counts["encoder"] / full_params["encoder"],
-        "steps": result.steps, "best_step": result.best_step, "seconds": round(time.perf_counter() - start, 2),
-        "ticket": ticket.to_dict(),
-    }
-
-
-def _ordered(done: dict, trials: list[Trial]) -> list[dict]:
-    return [done[t.id] for t in trials if t.id in done]

@@ -20,15 +20,17 @@ KINDS = ("winning", "random", "losing")
 
 
 def select(scores: Importance, sparsity: float, kind: str = "winning", seed: int = 0, normalize: bool = True,
-           min_heads_per_layer: int = 1) -> Ticket:
+           min_heads_per_layer: int = 1, ffn_sparsity: float | None = None) -> Ticket:
+    """ffn_sparsity: the fraction of FFNs pruned, in [0, 1), when it differs from the heads' `sparsity`."""
     if not isinstance(scores, Importance):
         raise ValueError(f"scores must be an ft.Importance; got {type(scores).__name__}")
     check_level(sparsity, kind)
+    check_ffn_level(ffn_sparsity)
     layers, heads = scores.heads.shape
     if not isinstance(min_heads_per_layer, int) or not 0 <= min_heads_per_layer <= heads:
         raise ValueError(f"min_heads_per_layer={min_heads_per_layer!r}; allowed: an integer in [0, {heads}]")
     n_heads = round_half_up(sparsity * layers * heads)
-    n_ffn = round_half_up(sparsity * layers)
+    n_ffn = round_half_up((sparsity if ffn_sparsity is None else ffn_sparsity) * layers)
     if n_heads > layers * (heads - min_heads_per_layer):
         raise ValueError(f"sparsity={sparsity} prunes {n_heads} of {layers * heads} heads, more than min_heads_per_layer="
                          f"{min_heads_per_layer} allows ({layers * (heads - min_heads_per_layer)})")
@@ -53,6 +55,8 @@ def select(scores: Importance, sparsity: float, kind: str = "winning", seed: int
     ffn_kept[ffn_order[:n_ffn]] = False
     meta = {"sparsity": float(sparsity), "kind": kind, "seed": int(seed), "estimator": scores.estimator,
             "normalize": bool(normalize), "min_heads_per_layer": int(min_heads_per_layer)}
+    if ffn_sparsity is not None:
+        meta["ffn_sparsity"] = float(ffn_sparsity)
     return Ticket(kept, ffn_kept, meta)
 
 
@@ -68,6 +72,13 @@ def check_level(sparsity, kind: str = "winning") -> None:
         raise ValueError(f"sparsity={sparsity!r} is outside the allowed range (0, 1) (the fraction pruned)")
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r} is unknown; allowed: {KINDS}")
+
+
+def check_ffn_level(ffn_sparsity) -> None:
+    """None (the heads' level) or a fraction of FFNs pruned in [0, 1)."""
+    if ffn_sparsity is not None and (isinstance(ffn_sparsity, bool) or not isinstance(ffn_sparsity, numbers.Real)
+                                     or not 0.0 <= ffn_sparsity < 1.0):
+        raise ValueError(f"ffn_sparsity={ffn_sparsity!r} is outside the allowed range [0, 1) (the fraction of FFNs pruned)")
 
 
 def round_half_up(x: float) -> int:

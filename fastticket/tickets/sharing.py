@@ -1,353 +1,71 @@
 """ft.share_tickets: ticket sharing for multi-task learning (Liang et al. 2021, §4, Algorithm 1).
 
-One shared encoder, one task head per task (the model's head copied: BERT's pre-trained pooler, then a
-task layer initialized from the seed), and each task i has its super ticket ω_i. The encoder is physically
-the *union* of the tickets (ft.rewind with the union ticket): a structure in no task's ticket is pruned
-outright. A batch of task i runs only the subnetwork M(θ, ω_i): its Q/K/V/W_O projections go through head
-tables (fastticket.ops.head_projection: only task i's heads' weight slices are read, and weight gradients
-are written only there) and the FFNs ω_i prunes are skipped (the layer output is LayerNorm(x), as §1
-defines a pruned FFN). Batches are sampled across tasks in proportion to their sizes (MT-DNN's sampler:
-every task's shuffled batches, then the batch list shuffled).
+One shared encoder (the union of the tasks' super tickets, the pooler shared inside it as in MT-DNN) and
+one task layer (dropout + linear) per task; each task i has its super ticket ω_i and a batch of task i runs
+and updates only M(θ, ω_i) (shared_model.py). Batches are sampled across tasks in proportion to their
+sizes (MT-DNN's sampler: every task's shuffled batches, then the batch list shuffled). Training runs the
+one training loop of ft.fine_tune (train.run_loop) with a TrainConfig (default: the paper's multi-task
+settings, A.2.1: Adamax, lr 5e-5, batch 32, at most 5 epochs with early stopping, clip 1.0, 10 % warm-up).
 
 Exactness (the default): θ_i is what ω_i keeps — the Q/K/V rows and W_O columns of its heads, its FFNs,
-and everything no ticket masks (embeddings, LayerNorms, W_O biases, task i's head). A task-i step is a
-*masked Adamax step* (MaskedAdamax): gradient, weight decay, exp_avg, exp_inf and the weight update are
-computed on θ_i's slices only; every other value and every other optimizer-state entry keeps its bits.
-Bias correction uses per-slice step counts (one per head slice, one per parameter otherwise), so each
-slice runs exactly the Adamax it would run alone over the batches that use it; a slice no batch has used
-yet has step 0. compat="mtdnn" reproduces the authors' code: masking by multiplication (the whole union
-computed, masks 0/1) and one dense torch.optim.Adamax step, so momentum and weight decay move weights
-the current task masks.
+and everything no ticket masks (embeddings, LayerNorms, W_O biases, the shared pooler, task i's layer). A
+task-i step is a masked Adamax step (masked_adamax.py): nothing ω_i masks moves, optimizer state included.
+compat="mtdnn" reproduces the authors' code: masking by multiplication (the whole union computed, masks
+0/1) and one dense torch.optim.Adamax step, so momentum and weight decay move weights the current task
+masks.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
 import time
-from dataclasses import dataclass, field, replace
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from ..data.batching import batch_of_rows, iterate_batches
 from ..data.metrics import compute_metrics, primary_metric
 from ..models import TicketModel
-from ..models.encoder import ClassificationHead, right_padding_lengths, task_loss
+from ..models.encoder import task_loss
+from ..train import LoopParts, TrainConfig, as_config, run_loop, total_steps
 from ..rundir import claim
 from ..utils import atomic_write_text, resolve_device
-from .rewind import rewind
-from .ticket import Ticket
+from .masked_adamax import MaskedAdamax, Slice, live_slices, mtdnn_batches
+from .shared_model import COMPAT, SharedModel, TaskLayer, build_shared, check_share_inputs, union_ticket
 
-COMPAT = (None, "mtdnn")
-HEADS_FILE = "task_heads.safetensors"
-ENCODER_DIR = "shared_encoder"
-
-
-# ----------------------------------------------------------------------------------------- validation
-
-
-def check_share_inputs(model, tasks, tickets) -> None:
-    """One ValueError for: no tasks, a task without a ticket (or a ticket without a task), a ticket whose
-    shape does not match the model, a ticket keeping what the model does not hold, an empty task."""
-    if not isinstance(tasks, dict) or not tasks:
-        raise ValueError("tasks must be a non-empty dict {name: ft.Task}")
-    if not isinstance(tickets, dict):
-        raise ValueError(f"tickets must be a dict {{name: ft.Ticket}}; got {type(tickets).__name__}")
-    missing = [n for n in tasks if n not in tickets]
-    if missing:
-        raise ValueError(f"task {missing[0]!r} has no ticket; tickets given for {sorted(tickets)}")
-    extra = [n for n in tickets if n not in tasks]
-    if extra:
-        raise ValueError(f"ticket {extra[0]!r} names no task; tasks: {sorted(tasks)}")
-    cfg = model.config
-    for name, ticket in tickets.items():
-        if not isinstance(ticket, Ticket):
-            raise ValueError(f"ticket of task {name!r} is a {type(ticket).__name__}, not an ft.Ticket")
-        if tuple(ticket.heads.shape) != (cfg.num_layers, cfg.num_heads):
-            raise ValueError(f"ticket of task {name!r} has heads {tuple(ticket.heads.shape)}; the model has "
-                             f"[L, H]=({cfg.num_layers}, {cfg.num_heads}) (L layers, H heads per layer)")
-        outside = ticket.heads & ~model.kept_heads_mask()
-        if outside.any() or (ticket.ffn & ~model.kept_ffn_mask()).any():
-            raise ValueError(f"ticket of task {name!r} keeps heads or FFNs the (compact) model does not hold")
-    for name, task in tasks.items():
-        if not (hasattr(task, "train") and hasattr(task, "dev") and hasattr(task, "num_labels")):
-            raise ValueError(f"task {name!r} is a {type(task).__name__}, not an ft.Task")
-        if len(task.train) == 0 or len(task.dev) == 0:
-            raise ValueError(f"task {name!r} is empty (train {len(task.train)}, dev {len(task.dev)} examples)")
-
-
-def union_ticket(tickets: dict) -> Ticket:
-    ts = list(tickets.values())
-    heads, ffn = ts[0].heads.clone(), ts[0].ffn.clone()
-    for t in ts[1:]:
-        heads |= t.heads
-        ffn |= t.ffn
-    return Ticket(heads, ffn, {"kind": "union", "tasks": sorted(tickets)})
-
-
-# ------------------------------------------------------------------------------------------ the model
-
-
-class SharedModel(nn.Module):
-    """The shared encoder (a compact TicketModel holding the union of the tickets) + one head per task.
-
-    tickets: name -> Ticket in the original [L, H] / [L] layout. tables(name): per layer the positions of
-    the task's heads among the heads the encoder holds (the head table).
-    """
-
-    def __init__(self, encoder: TicketModel, heads: dict, tickets: dict, projection_backend: str = "auto"):
-        super().__init__()
-        self.encoder = encoder
-        self.heads = nn.ModuleDict(heads)
-        self.tickets = dict(tickets)
-        self.projection_backend = projection_backend
-        self._tables: dict = {}
-
-    @property
-    def task_names(self) -> list[str]:
-        return list(self.heads.keys())
-
-    def tables(self, name: str, device=None) -> list[torch.Tensor]:
-        device = torch.device(device or self.encoder.embeddings.word.weight.device)
-        key = (name, str(device))
-        if key not in self._tables:
-            ticket, cfg = self.tickets[name], self.encoder.config
-            self._tables[key] = [
-                torch.tensor([p for p, h in enumerate(cfg.layer_heads(l)) if bool(ticket.heads[l, h])], dtype=torch.long,
-                             device=device)
-                for l in range(cfg.num_layers)
-            ]
-        return self._tables[key]
-
-    def task_ffn(self, name: str) -> list[bool]:
-        cfg = self.encoder.config
-        return [cfg.layer_has_ffn(l) and bool(self.tickets[name].ffn[l]) for l in range(cfg.num_layers)]
-
-    def forward(self, task: str, input_ids, attention_mask=None, token_type_ids=None, labels=None, *,
-                compat: str | None = None, backend: str | None = None):
-        """logits (and loss) of task `task` under its own ticket. compat="mtdnn": the whole union computed,
-        the ticket applied as 0/1 masks (the authors' way); otherwise head tables, pruned FFNs skipped."""
-        if task not in self.heads:
-            raise ValueError(f"task {task!r} is not one of the shared model's tasks {self.task_names}")
-        enc, backend = self.encoder, backend or self.encoder.backend
-        batch, seq = input_ids.shape
-        lengths = right_padding_lengths(attention_mask, batch, seq)
-        h = enc.embeddings(input_ids, token_type_ids)
-        if compat == "mtdnn":
-            ticket = self.tickets[task]
-            dtype, device = h.dtype, h.device
-            head_mask, ffn_mask = ticket.head_mask(dtype, device), ticket.ffn_mask(dtype, device)
-            for l, layer in enumerate(enc.layers):
-                h = layer(h, lengths, head_mask[l], ffn_mask[l], None, None, backend)
-        else:
-            for layer, table, ffn in zip(enc.layers, self.tables(task, h.device), self.task_ffn(task)):
-                h = layer.attention(h, lengths, None, None, backend, table=table, projection_backend=self.projection_backend)
-                h = layer.ffn(h, None, None, backend) if ffn else layer.ffn.norm(h)
-        logits = self.heads[task](h)
-        return logits, (task_loss(logits, labels) if labels is not None else None)
-
-    def task_model(self, name: str, ticket: bool = True) -> TicketModel:
-        """A standalone TicketModel for task `name` (copied): physically its ticket (ticket=True) or the whole
-        shared union; its head is the task's head. Fine-tune it with ft.fine_tune (Table 3, "+ ST fine-tuning")."""
-        if name not in self.heads:
-            raise ValueError(f"task {name!r} is not one of the shared model's tasks {self.task_names}")
-        head = self.heads[name]
-        net = copy.deepcopy(self.encoder)
-        net.config = replace(net.config, num_labels=head.out.out_features, hf_config=dict(net.config.hf_config))
-        net.head = copy.deepcopy(head)
-        return rewind(net, self.tickets[name]) if ticket else net
-
-    # -------------------------------------------------------------------------------------- save / load
-
-    def save(self, directory: str) -> None:
-        from safetensors.torch import save_file
-
-        from ..models import export
-
-        os.makedirs(directory, exist_ok=True)
-        export(self.encoder, os.path.join(directory, ENCODER_DIR), format="compact")
-        tensors = {f"{n}.{k}": v.detach().cpu().contiguous() for n, head in self.heads.items() for k, v in head.state_dict().items()}
-        save_file(tensors, os.path.join(directory, HEADS_FILE), {"format": "pt"})
-        for n, t in self.tickets.items():
-            t.save(os.path.join(directory, "tickets", f"{n}.json"))
-        meta = {"format": "fastticket.shared", "version": 1, "tasks": {
-            n: {"num_labels": head.out.out_features, "dropout": head.dropout.p} for n, head in self.heads.items()}}
-        atomic_write_text(os.path.join(directory, "shared_model.json"), json.dumps(meta, indent=1, sort_keys=True))
-
-    @classmethod
-    def load(cls, directory: str, backend: str = "auto") -> "SharedModel":
-        from safetensors.torch import load_file
-
-        from ..models import load_pruned
-
-        try:
-            with open(os.path.join(directory, "shared_model.json"), encoding="utf-8") as f:
-                meta = json.load(f)
-            if meta.get("format") != "fastticket.shared":
-                raise ValueError(f"format is {meta.get('format')!r}, not 'fastticket.shared'")
-            encoder = load_pruned(os.path.join(directory, ENCODER_DIR), backend=backend)
-            tensors = load_file(os.path.join(directory, HEADS_FILE))
-            heads, tickets = {}, {}
-            for n, info in meta["tasks"].items():
-                head = ClassificationHead(replace(encoder.config, num_labels=int(info["num_labels"])))
-                head.load_state_dict({k[len(n) + 1:]: v for k, v in tensors.items() if k.startswith(n + ".")})
-                head.dropout.p = float(info["dropout"])
-                heads[n] = head
-                tickets[n] = Ticket.load(os.path.join(directory, "tickets", f"{n}.json"))
-        except (OSError, KeyError, TypeError, RuntimeError) as exc:
-            raise ValueError(f"{directory!r} is not a saved shared model ({exc})") from None
-        return cls(encoder, heads, tickets).eval()
-
-
-def build_shared(model: TicketModel, tasks: dict, tickets: dict, seed: int = 0, projection_backend: str = "auto") -> SharedModel:
-    """The shared model at `model`'s (pre-trained) values: the union encoder and a fresh head per task
-    (the model's head copied — BERT keeps its pre-trained pooler — and the task layer drawn from `seed`)."""
-    check_share_inputs(model, tasks, tickets)
-    encoder = rewind(model, union_ticket(tickets))
-    heads = {}
-    for i, (name, task) in enumerate(tasks.items()):
-        head = ClassificationHead(replace(model.config, num_labels=task.num_labels))
-        head.load_state_dict({k: v for k, v in model.head.state_dict().items() if not k.startswith("out.")}, strict=False)
-        gen = torch.Generator().manual_seed(seed + 1000 * i)
-        layers = (head.out,) if model.family.pooler_is_pretrained(model.config) else (head.dense, head.out)
-        with torch.no_grad():
-            for lin in layers:
-                lin.weight.copy_(torch.empty(lin.weight.shape).normal_(0.0, model.config.initializer_range, generator=gen))
-                lin.bias.zero_()
-        head.dropout.p = float(getattr(task, "dropout", head.dropout.p))
-        heads[name] = head.to(device=model.embeddings.word.weight.device, dtype=model.embeddings.word.weight.dtype)
-    return SharedModel(encoder, heads, tickets, projection_backend)
-
-
-# -------------------------------------------------------------------------------------- the optimizer
-
-
-@dataclass
-class Slice:
-    """The live part of a parameter for one task: all of it (dim None) or `index` along `dim`."""
-
-    param: nn.Parameter
-    dim: int | None = None
-    index: torch.Tensor | None = None
-
-
-def live_slices(shared: SharedModel, name: str) -> list[Slice]:
-    """θ_i: the parameters (and head slices) a task-`name` batch may change."""
-    enc, out = shared.encoder, []
-    d = enc.config.head_dim
-    out += [Slice(p) for p in enc.embeddings.parameters()]
-    for layer, table, ffn in zip(enc.layers, shared.tables(name), shared.task_ffn(name)):
-        att = layer.attention
-        if att.num_heads:
-            rows = (table[:, None] * d + torch.arange(d, device=table.device)[None, :]).reshape(-1)
-            for lin in (att.q, att.k, att.v):
-                out += [Slice(lin.weight, 0, rows), Slice(lin.bias, 0, rows)]
-            out.append(Slice(att.o.weight, 1, rows))
-        out += [Slice(att.o.bias)] + [Slice(p) for p in att.norm.parameters()]
-        if ffn:
-            out += [Slice(p) for p in (layer.ffn.up.weight, layer.ffn.up.bias, layer.ffn.down.weight, layer.ffn.down.bias)]
-        out += [Slice(p) for p in layer.ffn.norm.parameters()]
-    out += [Slice(p) for p in shared.heads[name].parameters()]
-    return [s for s in out if s.param.requires_grad]
-
-
-class MaskedAdamax:
-    """torch.optim.Adamax's update (same formulas, same order of operations) applied to live slices only.
-
-    state[p]: exp_avg, exp_inf like torch's, and `step`: per slice (a [size along dim] int64 tensor for
-    head-sliced parameters, an int otherwise) for the bias correction 1 - β1^step. Values, moments and
-    steps outside the live slices are never written.
-    """
-
-    def __init__(self, lr: float = 2e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
-        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
-        self.state: dict = {}
-
-    def _state(self, s: Slice) -> dict:
-        p = s.param
-        st = self.state.get(p)
-        if st is None:
-            st = {"exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                  "exp_inf": torch.zeros_like(p, memory_format=torch.preserve_format),
-                  "step": 0 if s.dim is None else torch.zeros(p.shape[s.dim], dtype=torch.long, device=p.device)}
-            self.state[p] = st
-        return st
-
-    @torch.no_grad()
-    def step(self, slices: list[Slice], lr: float | None = None) -> None:
-        lr = self.lr if lr is None else lr
-        beta1, beta2 = self.betas
-        for s in slices:
-            p = s.param
-            if p.grad is None:
-                continue
-            st = self._state(s)
-            if s.dim is None:  # exactly torch.optim.Adamax's single-tensor step
-                grad = p.grad
-                st["step"] += 1
-                if self.weight_decay:
-                    grad = grad.add(p, alpha=self.weight_decay)
-                st["exp_avg"].lerp_(grad, 1 - beta1)
-                torch.maximum(st["exp_inf"].mul_(beta2), grad.abs().add_(self.eps), out=st["exp_inf"])  # torch's amax
-                clr = lr / (1 - beta1 ** st["step"])
-                p.addcdiv_(st["exp_avg"], st["exp_inf"], value=-clr)
-                continue
-            dim, idx = s.dim, s.index
-            w = p.index_select(dim, idx)
-            grad = p.grad.index_select(dim, idx)
-            m, u = st["exp_avg"].index_select(dim, idx), st["exp_inf"].index_select(dim, idx)
-            step = st["step"].index_select(0, idx) + 1
-            st["step"].index_copy_(0, idx, step)
-            if self.weight_decay:
-                grad = grad.add(w, alpha=self.weight_decay)
-            m.lerp_(grad, 1 - beta1)
-            u = torch.maximum(u.mul_(beta2), grad.abs().add_(self.eps))
-            shape = [1] * w.dim()
-            shape[dim] = -1
-            clr = (lr / (1 - beta1 ** step.double())).to(w.dtype).view(shape)
-            w.sub_(clr * (m / u))
-            p.index_copy_(dim, idx, w)
-            st["exp_avg"].index_copy_(dim, idx, m)
-            st["exp_inf"].index_copy_(dim, idx, u)
-
-
-# ------------------------------------------------------------------------------------------- training
-
-
-def mtdnn_batches(sizes: dict, batch_size: int, generator: torch.Generator) -> list[tuple[str, list[int]]]:
-    """MT-DNN's multi-task sampler for one epoch: each task's rows shuffled and cut into batches, then all
-    batches shuffled together, so tasks are visited in proportion to their number of batches."""
-    batches = []
-    for name, n in sizes.items():
-        order = torch.randperm(n, generator=generator).tolist()
-        batches += [(name, order[i:i + batch_size]) for i in range(0, n, batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+__all__ = ["share_tickets", "ShareResult", "evaluate_task", "SharedModel", "TaskLayer", "build_shared", "check_share_inputs",
+           "union_ticket", "MaskedAdamax", "Slice", "live_slices", "mtdnn_batches", "COMPAT"]
 
 
 @dataclass
 class ShareResult:
-    """metrics: task -> dev metrics under its own ticket (the restored best state); model: the SharedModel."""
+    """metrics: task -> dev metrics under its own ticket (the restored best state); extra: task -> {extra
+    dev split (MNLI's dev_mismatched): metrics}; model: the SharedModel."""
 
     metrics: dict
     model: SharedModel
     history: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
     out_dir: str | None = None
+    extra: dict = field(default_factory=dict)
 
     def table(self) -> str:
-        lines = [f"{'task':<18s} {'metric':<10s} {'score':>7s} {'heads':>7s} {'ffn':>5s} {'examples':>9s}"]
+        lines = [f"{'task':<26s} {'metric':<16s} {'score':>7s} {'heads':>7s} {'ffn':>5s} {'examples':>9s}"]
         for name, m in self.metrics.items():
             t = self.model.tickets[name]
             metric = self.config.get("metrics", {}).get(name, "accuracy")
-            lines.append(f"{name:<18s} {metric:<10s} {m[metric]:7.4f} {int(t.heads.sum()):>3d}/{t.heads.numel():<3d} "
+            lines.append(f"{name:<26s} {metric:<16s} {m[metric]:7.4f} {int(t.heads.sum()):>3d}/{t.heads.numel():<3d} "
                          f"{int(t.ffn.sum()):>2d}/{t.ffn.numel():<2d} {self.config.get('train_examples', {}).get(name, 0):>9d}")
+            for split, e in self.extra.get(name, {}).items():
+                lines.append(f"{name + ':' + split:<26s} {metric:<16s} {e[metric]:7.4f}")
         return "\n".join(lines)
 
     def to_json(self) -> str:
-        return json.dumps({"config": self.config, "tasks": self.metrics, "history": self.history}, indent=1, sort_keys=True)
+        return json.dumps({"config": self.config, "tasks": self.metrics, "extra_dev": self.extra, "history": self.history},
+                          indent=1, sort_keys=True)
 
     def save(self, out_dir: str) -> None:
         """out_dir/results.json, config.json, the shared model (shared_encoder/, task_heads.safetensors,
@@ -364,46 +82,27 @@ class ShareResult:
                 d = json.load(f)
         except (OSError, ValueError) as exc:
             raise ValueError(f"{out_dir!r} is not a ticket-sharing run directory ({exc})") from None
-        return cls(d["tasks"], SharedModel.load(out_dir), d.get("history", []), d.get("config", {}), out_dir)
+        return cls(d["tasks"], SharedModel.load(out_dir), d.get("history", []), d.get("config", {}), out_dir,
+                   d.get("extra_dev", {}))
 
 
-def share_tickets(
-    model,
-    tasks: dict,
-    tickets: dict,
-    *,
-    epochs: int = 3,
-    lr: float = 5e-5,
-    batch_size: int = 32,
-    warmup: float = 0.1,
-    clip: float | None = 1.0,
-    weight_decay: float = 0.0,
-    seed: int = 0,
-    patience: int | None = None,
-    max_steps: int | None = None,
-    compat: str | None = None,
-    device=None,
-    backend: str = "auto",
-    projection_backend: str = "auto",
-    eval_batch_size: int | None = None,
-    out_dir: str | None = None,
-    progress: bool = True,
-) -> ShareResult:
+def share_tickets(model, tasks: dict, tickets: dict, *, config: TrainConfig | str | None = None, seed: int = 0,
+                  compat: str | None = None, device=None, backend: str = "auto", projection_backend: str = "auto",
+                  out_dir: str | None = None, progress: bool = True, **train_options) -> ShareResult:
     """Multi-task training with ticket sharing; see the module docstring.
 
     model: a (pre-trained) ft.TicketModel or a checkpoint dir / hub name; tasks: {name: ft.Task};
-    tickets: {name: ft.Ticket} over the model's [L, H] / [L]. Training follows ft.fine_tune's recipe
-    (Adamax, linear warm-up/decay over all steps, grad-norm clip, dropout from each task): after every
-    epoch each task is evaluated on its dev set under its own ticket and the state with the best mean
-    primary score is kept (patience: stop after that many epochs without improvement). Returns the
-    per-task dev metrics and the shared model; out_dir: save it there (ShareResult.load reads it back).
+    tickets: {name: ft.Ticket} over the model's [L, H] / [L]. config: a TrainConfig, a preset name or None
+    ("paper-mtl"); train_options override its fields (epochs=, lr=, batch_size=, weight_decay=, patience=,
+    ...; dropout= replaces every task's). After every epoch each task is evaluated on its dev set (and its
+    extra dev splits) under its own ticket; the state with the best mean primary dev score is kept. Returns
+    the per-task dev metrics and the shared model; out_dir: save it there (ShareResult.load reads it back).
     """
     from ..models import load_model
-    from ..train import check_train_args, _seeded, linear_schedule, warmup_steps_for
 
+    config = as_config("paper-mtl" if config is None else config, **train_options)
     if compat not in COMPAT:
         raise ValueError(f"compat={compat!r}; allowed: None (exact ticket sharing) or 'mtdnn' (the authors' masking)")
-    check_train_args(epochs, lr, batch_size, warmup, clip, weight_decay, patience, None, max_steps, None)
     if isinstance(model, (str, os.PathLike)):
         model = load_model(os.fspath(model), seed=seed, backend=backend)
     if not isinstance(model, TicketModel):
@@ -413,87 +112,81 @@ def share_tickets(
     if out_dir is not None:  # never into the user's files or another command's run (rundir), before training
         claim(out_dir, "share")
     shared = build_shared(model, tasks, tickets, seed, projection_backend).to(device)
-    pad = model.config.pad_token_id
-
+    if config.dropout is not None:
+        for layer in shared.heads.values():
+            layer.dropout.p = config.dropout
+    start = time.perf_counter()
+    parts = _loop_parts(shared, tasks, config, seed, compat, device)
+    result = run_loop(config, parts, seed=seed, device=device, progress=progress, desc="share tickets")
+    shared.eval()
+    best = next(h for h in result.history if h["step"] == result.best_step)
     sizes = {n: len(t.train) for n, t in tasks.items()}
-    per_epoch = sum(math.ceil(n / batch_size) for n in sizes.values())
-    total = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
-    schedule = linear_schedule(total, warmup_steps_for(total, warmup))
+    run = {"tasks": list(tasks), "metrics": {n: primary_metric(t) for n, t in tasks.items()}, **config.to_dict(),
+           "seed": seed, "compat": compat, "steps": result.steps, "total_steps": total_steps(config, parts.steps_per_epoch),
+           "train_examples": sizes, "dev_examples": {n: len(t.dev) for n, t in tasks.items()},
+           "union": {"heads": int(shared.encoder.kept_heads_mask().sum()), "ffn": int(shared.encoder.kept_ffn_mask().sum())},
+           "model_name": model.name_or_path, "seconds": round(time.perf_counter() - start, 2)}
+    out = ShareResult(best["dev"], shared, result.history, run, extra=best["extra_dev"])
+    if out_dir is not None:
+        out.save(out_dir)
+    return out
+
+
+def _loop_parts(shared: SharedModel, tasks: dict, config: TrainConfig, seed: int, compat, device) -> LoopParts:
+    """run_loop's pieces for ticket sharing: MT-DNN batches, the task's forward, masked (or dense) Adamax."""
+    pad = shared.encoder.config.pad_token_id
+    sizes = {n: len(t.train) for n, t in tasks.items()}
     params = [p for p in shared.parameters() if p.requires_grad]
     if compat == "mtdnn":
-        dense = torch.optim.Adamax(params, lr=lr, weight_decay=weight_decay)
+        dense = torch.optim.Adamax(params, lr=config.lr, weight_decay=config.weight_decay)
     else:
-        masked = MaskedAdamax(lr=lr, weight_decay=weight_decay)
+        masked = MaskedAdamax(lr=config.lr, weight_decay=config.weight_decay)
         slices = {n: live_slices(shared, n) for n in tasks}
     shuffle = torch.Generator().manual_seed(seed)
-    history, best, best_state, since_best, step = [], None, None, 0, 0
-    start = time.perf_counter()
-    from tqdm.auto import tqdm
+    losses = defaultdict(list)
 
-    bar = tqdm(total=total, desc="share tickets", unit="step", disable=not progress, leave=False)
-    with _seeded(seed, device):
-        for epoch in range(epochs):
-            losses = {n: [] for n in tasks}
-            for name, rows in mtdnn_batches(sizes, batch_size, shuffle):
-                if step >= total:
-                    break
-                shared.train()
-                batch = batch_of_rows(tasks[name].train, rows, pad)
-                batch = {k: v.to(device) for k, v in batch.items()}
-                _, loss = shared(name, **batch, compat=compat)
-                for p in params:
-                    p.grad = None
-                loss.backward()
-                if clip:
-                    nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip)
-                factor = schedule(step)
-                if compat == "mtdnn":
-                    for g in dense.param_groups:
-                        g["lr"] = lr * factor
-                    dense.step()
-                else:
-                    masked.step(slices[name], lr * factor)
-                step += 1
-                losses[name].append(loss.detach())
-                bar.update(1)
-            metrics = {n: evaluate_task(shared, n, t, eval_batch_size or 2 * batch_size, device, compat) for n, t in tasks.items()}
-            score = sum(metrics[n][primary_metric(t)] for n, t in tasks.items()) / len(tasks)
-            history.append({"epoch": epoch + 1, "step": step, "mean_score": score, "seconds": time.perf_counter() - start,
-                            "train_loss": {n: float(torch.stack(v).mean()) for n, v in losses.items() if v},
-                            "dev": metrics})
-            bar.set_postfix(mean_score=f"{score:.4f}")
-            if best is None or score > best:
-                best, since_best = score, 0
-                best_state = {k: v.detach().clone() for k, v in shared.state_dict().items()}
-                best_metrics = metrics
-            else:
-                since_best += 1
-            if step >= total or (patience is not None and since_best >= patience):
-                break
-    bar.close()
-    shared.load_state_dict(best_state)
-    shared.eval()
-    config = {"tasks": list(tasks), "metrics": {n: primary_metric(t) for n, t in tasks.items()}, "epochs": epochs,
-              "lr": lr, "batch_size": batch_size, "warmup": warmup, "clip": clip, "weight_decay": weight_decay,
-              "seed": seed, "patience": patience, "compat": compat, "steps": step, "total_steps": total,
-              "train_examples": sizes, "dev_examples": {n: len(t.dev) for n, t in tasks.items()},
-              "union": {"heads": int(shared.encoder.kept_heads_mask().sum()), "ffn": int(shared.encoder.kept_ffn_mask().sum())},
-              "model_name": model.name_or_path, "seconds": round(time.perf_counter() - start, 2)}
-    result = ShareResult(best_metrics, shared, history, config)
-    if out_dir is not None:
-        result.save(out_dir)
-    return result
+    def loss(item):
+        name, rows = item
+        batch = {k: v.to(device) for k, v in batch_of_rows(tasks[name].train, rows, pad).items()}
+        value = shared(name, **batch, compat=compat)[1]
+        losses[name].append(value.detach())
+        return value
+
+    def step(item, lr):
+        if compat == "mtdnn":
+            for group in dense.param_groups:
+                group["lr"] = lr
+            dense.step()
+        else:
+            masked.step(slices[item[0]], lr)
+
+    def check():
+        batch_size = config.eval_batch_size or 2 * config.batch_size
+        dev = {n: evaluate_task(shared, n, t, batch_size, device, compat) for n, t in tasks.items()}
+        extra = {n: {s: evaluate_task(shared, n, t, batch_size, device, compat, split=s) for s in sorted(t.extra_dev or {})}
+                 for n, t in tasks.items() if getattr(t, "extra_dev", None)}
+        task_loss_means = {n: float(torch.stack(v).mean()) for n, v in losses.items() if v}
+        losses.clear()
+        score = sum(dev[n][primary_metric(t)] for n, t in tasks.items()) / len(tasks)
+        return {"mean_score": score, "dev": dev, "extra_dev": extra, "task_train_loss": task_loss_means}
+
+    per_epoch = sum(math.ceil(n / config.batch_size) for n in sizes.values())
+    return LoopParts(shared, params, lambda: mtdnn_batches(sizes, config.batch_size, shuffle), per_epoch, loss, step,
+                     check, "mean_score")
 
 
 @torch.no_grad()
-def evaluate_task(shared: SharedModel, name: str, task, batch_size: int = 64, device=None, compat=None) -> dict:
-    """Dev metrics of task `name` under its own ticket, like ft.evaluate."""
+def evaluate_task(shared: SharedModel, name: str, task, batch_size: int = 64, device=None, compat=None,
+                  split: str | None = None) -> dict:
+    """Metrics of task `name` under its own ticket on its dev set, or on the extra dev split `split`
+    (task.extra_dev[split]), like ft.evaluate."""
     was = shared.training
     shared.eval()
     device = device or shared.encoder.embeddings.word.weight.device
+    data = task.dev if split is None else task.extra_dev[split]
     logits, labels = [], []
     try:
-        for batch in iterate_batches(task.dev, batch_size, shared.encoder.config.pad_token_id):
+        for batch in iterate_batches(data, batch_size, shared.encoder.config.pad_token_id):
             labels.append(batch.pop("labels"))
             out, _ = shared(name, **{k: v.to(device) for k, v in batch.items()}, compat=compat)
             logits.append(out.float().cpu())

@@ -87,6 +87,7 @@ def test_a_bare_encoder_has_no_pretrained_pooler(family):
 
 
 def test_sharing_asks_the_family_about_the_pooler():
+    """The shared pooler lives in the encoder (MT-DNN): kept when pre-trained (BERT), re-drawn otherwise (RoBERTa)."""
     from fastticket.tickets.sharing import build_shared
 
     class TinyTask:
@@ -95,12 +96,12 @@ def test_sharing_asks_the_family_about_the_pooler():
     ours = ft.load_model(make_hf_model("roberta", num_labels=2))
     ticket = ft.Ticket(torch.ones(2, 4, dtype=torch.bool), torch.ones(2, dtype=torch.bool))
     shared = build_shared(ours, {"a": TinyTask()}, {"a": ticket})
-    assert not torch.equal(shared.heads["a"].dense.weight, ours.head.dense.weight)  # RoBERTa: task layer
+    assert not torch.equal(shared.encoder.head.dense.weight, ours.head.dense.weight)  # RoBERTa: task layer
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bert = ft.load_model(make_hf_model("bert", base=True), num_labels=2)
     shared = build_shared(bert, {"a": TinyTask()}, {"a": ticket})
-    torch.testing.assert_close(shared.heads["a"].dense.weight, bert.head.dense.weight, atol=0, rtol=0)  # pre-trained
+    torch.testing.assert_close(shared.encoder.head.dense.weight, bert.head.dense.weight, atol=0, rtol=0)  # pre-trained
 
 
 # ---- what the families refuse ----

@@ -115,7 +115,7 @@ def test_long_texts_are_cut_before_tokenization(checkpoint):
 
 def test_max_length_beyond_the_models_positions_is_refused_before_training(checkpoint, task_dir, tmp_path, monkeypatch):
     """Defect: --max-length beyond the model's positions failed only after fine-tuning and scoring."""
-    monkeypatch.setattr(sys.modules["fastticket.tickets.search"], "fine_tune", None)
+    monkeypatch.setattr(sys.modules["fastticket.tickets.trial_runner"], "fine_tune", None)
     with pytest.raises(ValueError, match=r"max_length=64 exceeds the model's 32 positions; allowed: 2..32"):
         ft.search(checkpoint, "local", data_dir=task_dir, max_length=64, out_dir=str(tmp_path / "run"), **OPTIONS)
     with pytest.raises(ValueError, match=r"max_length=128 exceeds the model's 64 positions"):
@@ -125,7 +125,7 @@ def test_max_length_beyond_the_models_positions_is_refused_before_training(check
 
 def test_a_label_out_of_range_is_one_line_before_training(tmp_path, monkeypatch):
     """Defect: a label out of range ended in an IndexError traceback during training."""
-    monkeypatch.setattr(sys.modules["fastticket.tickets.search"], "fine_tune", None)
+    monkeypatch.setattr(sys.modules["fastticket.tickets.trial_runner"], "fine_tune", None)
     task = Task(name="tiny", train=tokenized_dataset(n=16, seed=1, num_labels=3),
                 dev=tokenized_dataset(n=20, seed=2, num_labels=2), metric="accuracy", num_labels=2)
     with pytest.raises(ValueError, match=r"task 'tiny': train example \d+ has label 2; allowed: a class id in 0..1"):

@@ -134,7 +134,7 @@ def test_a_lock_on_another_host_is_refused_not_taken(tmp_path):
 def test_bad_arguments_leave_no_run_directory(tmp_path, bad, message, monkeypatch):
     """Defects: a bad --epochs/--lr/--device left a run directory that then refused both a rerun and
     --resume; a level that prunes nothing on a tiny model passed silently."""
-    monkeypatch.setattr(sys.modules["fastticket.tickets.search"], "fine_tune", None)  # nothing may train
+    monkeypatch.setattr(sys.modules["fastticket.tickets.trial_runner"], "fine_tune", None)  # nothing may train
     run = tmp_path / "run"
     with pytest.raises(ValueError, match=message):
         ft.search(tiny_model(num_labels=2), tiny_task(), out_dir=str(run), **{**OPTIONS, **bad})
@@ -152,7 +152,7 @@ def test_device_cuda_without_a_gpu_is_one_line_before_any_work(tmp_path, capsys)
 
 def test_unwritable_out_is_refused_before_training(tmp_path, monkeypatch):
     """Defect: an unwritable --out failed only after training."""
-    monkeypatch.setattr(sys.modules["fastticket.tickets.search"], "fine_tune", None)
+    monkeypatch.setattr(sys.modules["fastticket.tickets.trial_runner"], "fine_tune", None)
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match=r"cannot create output directory .*file/run.*is not a directory"):
         ft.search(tiny_model(num_labels=2), tiny_task(), out_dir=str(tmp_path / "file" / "run"), **OPTIONS)
@@ -180,7 +180,7 @@ def test_a_crashed_search_releases_its_lock(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(sys.modules["fastticket.tickets.search"], "fine_tune", crash)
+    monkeypatch.setattr(sys.modules["fastticket.tickets.trial_runner"], "fine_tune", crash)
     with pytest.raises(RuntimeError, match="out of memory"):
         ft.search(tiny_model(num_labels=2), tiny_task(), out_dir=str(tmp_path / "run"), **OPTIONS)
     assert not (tmp_path / "run" / "fastticket.lock").exists()

@@ -54,7 +54,7 @@ def test_search_is_deterministic_on_cpu():
 
 def test_rewound_trial_trains_a_compact_model(monkeypatch):
     seen = []
-    search_module = sys.modules["fastticket.tickets.search"]  # the attribute of that name is the function
+    search_module = sys.modules["fastticket.tickets.trial_runner"]  # the attribute of that name is the function
     real = search_module.fine_tune
 
     def spy(model, *args, **kwargs):
@@ -70,7 +70,7 @@ KILLED_RUN = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
     import fastticket as ft
-    search_module = sys.modules["fastticket.tickets.search"]
+    search_module = sys.modules["fastticket.tickets.trial_runner"]
     from tests.tickets.test_search import OPTIONS, tiny_task
     from tests.helpers import tiny_model
     real = search_module.fine_tune
@@ -90,12 +90,12 @@ def test_resume_after_kill_9_runs_only_what_is_missing(tmp_path):
     trials = out / "trials"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if trials.is_dir() and len([p for p in trials.iterdir() if p.suffix == ".json"]) >= 2:
+        if trials.is_dir() and len([p for p in trials.iterdir() if p.suffix == ".json" and not p.name.startswith(".")]) >= 2:
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished = {p.name: p.read_bytes() for p in trials.iterdir() if p.suffix == ".json"}
+    finished = {p.name: p.read_bytes() for p in trials.iterdir() if p.suffix == ".json" and not p.name.startswith(".")}
     assert 2 <= len(finished) < 5, sorted(finished)
 
     with pytest.raises(ValueError, match="--resume"):
@@ -160,7 +160,7 @@ def test_search_uses_the_requested_backend(monkeypatch):
     ({"max_train_examples": 0}, "max_train_examples=0"),
 ])
 def test_bad_search_arguments(kwargs, message, monkeypatch):
-    monkeypatch.setattr(sys.modules["fastticket.tickets.search"], "fine_tune", None)  # fails before any training
+    monkeypatch.setattr(sys.modules["fastticket.tickets.trial_runner"], "fine_tune", None)  # fails before any training
     with pytest.raises(ValueError, match=message):
         ft.search(tiny_model(num_labels=2), tiny_task(), **{**OPTIONS, **kwargs})
 

@@ -16,7 +16,7 @@ import torch
 
 import fastticket as ft
 from fastticket.data.task import Task
-from fastticket.tickets.sharing import MaskedAdamax, build_shared, live_slices, mtdnn_batches
+from fastticket.tickets.sharing import MaskedAdamax, TaskLayer, build_shared, live_slices, mtdnn_batches
 from tests.helpers import tiny_model, tokenized_dataset
 
 L, H = 3, 4
@@ -67,7 +67,7 @@ def test_head_table_forward_equals_masked_model(setup, name):
     logits, _ = shared(name, **batch)
     compat, _ = shared(name, **batch, compat="mtdnn")
     full = copy.deepcopy(model)
-    full.head = shared.heads[name]
+    full.head = shared.task_model(name, ticket=False).head  # the shared pooler, then the task's layer
     masked = full(**batch, head_mask=tk[name].head_mask(), ffn_mask=tk[name].ffn_mask()).logits
     standalone = shared.task_model(name)(**batch).logits
     for other in (compat, masked, standalone):
@@ -269,3 +269,77 @@ def test_cli_share_and_adapt_smoke(tmp_path, capsys):
     (tmp_path / "tickets" / "bbc_news.json").unlink()
     assert main(["share", "--tickets-from", str(tmp_path), *small]) == 2
     assert "task 'bbc_news' has no ticket" in capsys.readouterr().err
+
+
+def test_the_pooler_is_one_tensor_shared_by_every_task(setup):
+    """MT-DNN's layout: the pooler sits in the shared encoder; a task layer is dropout + linear."""
+    model, tasks, tk = setup
+    shared = build_shared(model, tasks, tk)
+    pooler = [n for n, p in shared.named_parameters() if p.requires_grad and not n.startswith(("encoder.layers.", "encoder.embeddings."))
+              and not n.startswith("heads.")]
+    assert pooler == ["encoder.head.dense.weight", "encoder.head.dense.bias"]  # one pooler, no per-task copy
+    assert torch.equal(shared.encoder.head.dense.weight, model.head.dense.weight)  # BERT's pre-trained pooler
+    for name in tasks:
+        layer = shared.heads[name]
+        assert isinstance(layer, TaskLayer) and {n for n, _ in layer.named_parameters()} == {"out.weight", "out.bias"}
+        assert layer.dropout.p == tasks[name].dropout
+        live = [s.param for s in live_slices(shared, name)]
+        assert all(any(p is q for q in live) for p in shared.pooler_parameters())
+        for p in shared.parameters():
+            p.grad = None
+        shared(name, **batch_of(tasks[name]))[1].backward()
+        assert shared.encoder.head.dense.weight.grad.abs().sum() > 0  # every task's loss reaches the same tensor
+    shared.eval()
+    batch = batch_of(tasks["b"])
+    batch.pop("labels")
+    before = {n: shared(n, **batch)[0] for n in tasks}
+    with torch.no_grad():
+        shared.encoder.head.dense.weight.mul_(1.5)
+    assert all(not torch.equal(before[n], shared(n, **batch)[0]) for n in tasks)
+
+
+def test_share_tickets_runs_the_one_training_loop_with_the_paper_mtl_config(setup, monkeypatch):
+    import fastticket.tickets.sharing as sharing_module
+
+    model, tasks, tk = setup
+    seen = []
+    real = sharing_module.run_loop
+
+    def spy(config, parts, **kw):
+        seen.append((config, parts))
+        return real(config, parts, **kw)
+
+    monkeypatch.setattr(sharing_module, "run_loop", spy)
+    res = ft.share_tickets(model, tasks, tk, progress=False, backend="torch")
+    (config, parts), = seen
+    assert isinstance(parts, ft.train.LoopParts) and parts.metric == "mean_score"
+    assert config == ft.TrainConfig.preset("paper-mtl") and res.config["epochs"] == 5 and res.config["lr"] == 5e-5
+    assert res.config["total_steps"] == 5 * (1 + 1) and res.history[-1]["step"] == res.config["steps"]
+
+
+def test_extra_dev_splits_are_evaluated_and_reported(setup, tmp_path):
+    from fastticket.tickets.sharing import evaluate_task
+
+    model, tasks, tk = setup
+    tasks["a"].extra_dev = {"dev_mismatched": tokenized_dataset(7, seed=55, num_labels=3)}
+    res = ft.share_tickets(model, tasks, tk, epochs=1, batch_size=8, progress=False, backend="torch", out_dir=str(tmp_path))
+    assert set(res.extra) == {"a"} and set(res.extra["a"]) == {"dev_mismatched"}
+    assert res.extra["a"]["dev_mismatched"] == evaluate_task(res.model, "a", tasks["a"], split="dev_mismatched")
+    assert "a:dev_mismatched" in res.table()
+    assert ft.ShareResult.load(str(tmp_path)).extra == res.extra
+    out = ft.adapt(res, tasks["a"], fractions=(1.0,), shared_task="a", epochs=1, batch_size=8, progress=False)
+    assert set(out.rows[0]["extra_scores"]) == {"dev_mismatched"} and "dev_mismatched" in out.table()
+
+
+def test_adapt_keeps_the_shared_pooler_and_draws_a_new_task_layer(setup):
+    from fastticket.tickets.adapt import encoder_of, with_task_head
+
+    model, tasks, tk = setup
+    res = ft.share_tickets(model, tasks, tk, epochs=1, batch_size=8, progress=False, backend="torch")
+    trained = res.model.encoder.head.dense.weight
+    assert not torch.equal(trained, model.head.dense.weight)  # multi-task training moved the shared pooler
+    for shared_task in (None, "b"):
+        net = with_task_head(encoder_of(res, shared_task), 4, seed=3)
+        assert torch.equal(net.head.dense.weight, trained) and net.head.out.out_features == 4
+        again = with_task_head(encoder_of(res, shared_task), 4, seed=3)
+        assert torch.equal(net.head.out.weight, again.head.out.weight)  # the task layer is drawn from the seed

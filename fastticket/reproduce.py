@@ -1,0 +1,237 @@
+"""The paper's Table 1 protocol in one resumable run: `fastticket reproduce glue` (Liang et al. 2021, §5).
+
+For each of the 8 GLUE tasks (RTE, MRPC, CoLA, SST-2, STS-B, QNLI, QQP, MNLI): ft.search with the paper's
+levels 0.1 … 0.8 (winning tickets), 5 seeds, and the paper's hyper-parameters for that task
+(TrainConfig.paper(task): Adamax, lr 5e-5, batch 32, 10 % warm-up, clip 1, task-layer dropout 0.1 / 0.3
+MNLI / 0.05 CoLA, 6 epochs — 3 for MNLI and QNLI as in the authors' scripts — with early stopping, max
+length 512) and, by default, the authors' FFN pairing (k FFNs at level k/10 on BERT-base). Each task's
+search is its own resumable run directory OUT/<task>/; run_task() runs one, so a sweep can fan tasks out.
+
+Table 1 (table1.md / table1.json): per task the full model (ST-DNN) and the per-seed super tickets
+(SuperT), mean over seeds of the held-out dev scores (in %, the task's metrics as the paper reports them;
+MNLI: matched / mismatched), the std over seeds of the task score (the mean of its components, as the
+GLUE average counts them), the paired t-test over seeds, the percent of weights remaining of the super
+tickets, the task average — beside the paper's published numbers (Tables 1, 6, 7).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import dataclass, field
+
+from .report import paired_p_value, seed_super_tickets
+from .tickets.trials import PAPER_LEVELS
+from .train import TrainConfig
+from .utils import atomic_write_text
+
+GLUE_TABLE1 = ("rte", "mrpc", "cola", "sst2", "stsb", "qnli", "qqp", "mnli")  # Table 1's column order
+PAPER_SEEDS = (0, 1, 2, 3, 4)
+# the components Table 1 reports per task ("split:metric" for an extra dev split), and their header
+COMPONENTS = {"rte": ("accuracy",), "mrpc": ("accuracy", "f1"), "cola": ("mcc",), "sst2": ("accuracy",),
+              "stsb": ("pearson", "spearman"), "qnli": ("accuracy",), "qqp": ("accuracy", "f1"),
+              "mnli": ("accuracy", "dev_mismatched:accuracy")}
+HEADERS = {"rte": "RTE Acc", "mrpc": "MRPC Acc/F1", "cola": "CoLA MCC", "sst2": "SST-2 Acc", "stsb": "STS-B P/S",
+           "qnli": "QNLI Acc", "qqp": "QQP Acc/F1", "mnli": "MNLI-m/mm Acc"}
+# The paper's published numbers: Table 1 (GLUE dev, mean of 5 seeds), Table 6 (std of SuperT over seeds),
+# Table 7 (fraction of weights remaining of the selected super tickets, mean over seeds).
+PAPER = {
+    "base": {
+        "full": {"rte": (69.2,), "mrpc": (86.2, 90.4), "cola": (57.8,), "sst2": (92.9,), "stsb": (89.7, 89.2),
+                 "qnli": (91.2,), "qqp": (90.9, 88.0), "mnli": (84.5, 84.4), "average": 82.8},
+        "super": {"rte": (72.5,), "mrpc": (87.5, 91.1), "cola": (58.8,), "sst2": (93.4,), "stsb": (89.8, 89.4),
+                  "qnli": (91.3,), "qqp": (91.3, 88.3), "mnli": (84.5, 84.5), "average": 83.7},
+        "super_std": {"rte": 0.91, "mrpc": 0.74, "cola": 1.51, "stsb": 0.49, "sst2": 0.50, "qnli": 0.10, "qqp": 0.08, "mnli": 0.04},
+        "weights": {"rte": 83, "mrpc": 86, "cola": 89, "stsb": 86, "sst2": 93, "qnli": 93, "qqp": 93, "mnli": 93, "average": 86.8},
+    },
+    "large": {
+        "full": {"rte": (72.1,), "mrpc": (85.2, 89.5), "cola": (62.1,), "sst2": (93.3,), "stsb": (89.9, 89.6),
+                 "qnli": (92.2,), "qqp": (91.3, 88.4), "mnli": (86.2, 86.1), "average": 84.1},
+        "super": {"rte": (74.1,), "mrpc": (88.0, 91.4), "cola": (64.3,), "sst2": (93.9,), "stsb": (89.9, 89.7),
+                  "qnli": (92.4,), "qqp": (91.4, 88.5), "mnli": (86.5, 86.2), "average": 85.1},
+        "super_std": {"rte": 0.72, "mrpc": 0.20, "cola": 0.97, "stsb": 0.07, "sst2": 0.16, "qnli": 0.07, "qqp": 0.11, "mnli": 0.02},
+        "weights": {"rte": 82, "mrpc": 66, "cola": 84, "stsb": 77, "sst2": 79, "qnli": 90, "qqp": 84, "mnli": 92, "average": 81.7},
+    },
+}
+
+
+@dataclass
+class GluePlan:
+    """What `reproduce glue` runs: model, data, tasks, seeds, levels, the FFN pairing, and training
+    overrides applied on top of every task's TrainConfig.paper(task) (e.g. max_length, a data budget)."""
+
+    model: str
+    data_dir: str
+    tasks: tuple = GLUE_TABLE1
+    seeds: tuple = PAPER_SEEDS
+    levels: tuple = PAPER_LEVELS
+    ffn_levels: object = "authors"
+    overrides: dict = field(default_factory=lambda: {"max_length": 512})
+    device: str | None = None
+    backend: str = "auto"
+
+    def __post_init__(self):
+        unknown = [t for t in self.tasks if t not in GLUE_TABLE1]
+        if not self.tasks or unknown:
+            raise ValueError(f"tasks {list(self.tasks)}; allowed: a non-empty subset of {list(GLUE_TABLE1)}")
+        for task in self.tasks:  # every task's configuration is checked before any training
+            self.config(task)
+
+    def config(self, task: str) -> TrainConfig:
+        return TrainConfig.paper(task, **self.overrides)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "data_dir": os.path.abspath(self.data_dir), "tasks": list(self.tasks),
+                "seeds": list(self.seeds), "levels": list(self.levels),
+                "ffn_levels": self.ffn_levels if self.ffn_levels is None or isinstance(self.ffn_levels, str) else list(self.ffn_levels),
+                "overrides": dict(self.overrides)}
+
+
+def run_task(plan: GluePlan, task: str, out_dir: str, progress: bool = True):
+    """One task's search (resumed when its run directory exists): the unit a distributed sweep fans out."""
+    from .tickets.search import search
+
+    run_dir = os.path.join(out_dir, task)
+    return search(plan.model, task, levels=plan.levels, kinds=("winning",), seeds=plan.seeds, out_dir=run_dir,
+                  config=plan.config(task), ffn_levels=plan.ffn_levels, data_dir=plan.data_dir, device=plan.device,
+                  backend=plan.backend, resume=os.path.isfile(os.path.join(run_dir, "config.json")), progress=progress)
+
+
+def reproduce_glue(plan: GluePlan, out_dir: str, resume: bool = False, progress: bool = True,
+                   paper: str | None = None) -> dict:
+    """Runs every task of the plan in turn (what is finished is skipped), rewriting Table 1 after each;
+    paper: whose published numbers go beside ours ("base" / "large"; default: by the model's depth)."""
+    record = os.path.join(out_dir, "reproduce.json")
+    if os.path.isfile(record):
+        with open(record, encoding="utf-8") as f:
+            old = json.load(f)
+        if not resume:
+            raise ValueError(f"{out_dir!r} already holds a reproduction; pass --resume to continue it, or choose another --out")
+        diff = sorted(k for k in set(old) | set(plan.to_dict()) if old.get(k) != plan.to_dict().get(k))
+        if diff:
+            raise ValueError(f"cannot resume {out_dir!r} with a different plan ({', '.join(f'{k}: {old.get(k)!r} -> {plan.to_dict().get(k)!r}' for k in diff)})")
+    else:
+        atomic_write_text(record, json.dumps(plan.to_dict(), indent=1, sort_keys=True))
+    table = None
+    for task in plan.tasks:
+        run_task(plan, task, out_dir, progress)
+        table = write_table1(out_dir, plan.tasks, paper or paper_model(plan.model))
+    return table
+
+
+def task_scores(task: str, row: dict) -> list[float]:
+    """The row's held-out components of Table 1, in %."""
+    values = []
+    for name in COMPONENTS[task]:
+        split, _, metric = name.rpartition(":")
+        values.append(100.0 * (row["extra"][split][metric] if split else row["heldout"][metric]))
+    return values
+
+
+def summarize_task(task: str, rows: list[dict]) -> dict | None:
+    """Full model vs per-seed super tickets of one task's rows, over the seeds that have both."""
+    full = {r["seed"]: r for r in rows if r["kind"] == "full"}
+    picks = seed_super_tickets(rows)
+    seeds = sorted(set(full) & set(picks))
+    if not seeds:
+        return None
+
+    def side(chosen: dict) -> dict:
+        parts = [task_scores(task, chosen[s]) for s in seeds]
+        scores = [sum(p) / len(p) for p in parts]
+        return {"components": [_mean([p[i] for p in parts]) for i in range(len(parts[0]))], "scores": scores,
+                "score_mean": _mean(scores), "score_std": _std(scores)}
+
+    out = {"seeds": seeds, "full": side(full), "super": side(picks)}
+    weights = [picks[s]["weights_remaining"] for s in seeds]
+    out["super"].update(weights_remaining_mean=_mean(weights), weights_remaining_std=_std(weights),
+                        levels=[picks[s]["level"] for s in seeds])
+    out["p_value"] = paired_p_value(out["super"]["scores"], out["full"]["scores"])
+    return out
+
+
+def table1(out_dir: str, tasks=GLUE_TABLE1, paper: str = "base") -> dict:
+    """Table 1 from the tasks' run directories under out_dir (tasks not finished yet are left out)."""
+    results = {}
+    for task in tasks:
+        path = os.path.join(out_dir, task, "results.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                summary = summarize_task(task, json.load(f)["rows"])
+            if summary is not None:
+                results[task] = summary
+    return {"tasks": results, "average": _average(results, tasks), "paper_model": paper, "paper": PAPER[paper]}
+
+
+def _average(results: dict, tasks) -> dict | None:
+    """The task average (complete only when every task is there) and its std over the common seeds."""
+    if not results:
+        return None
+    out = {"tasks": list(results), "complete": set(results) == set(tasks)}
+    seeds = sorted(set.intersection(*(set(r["seeds"]) for r in results.values())))
+    for side in ("full", "super"):
+        out[side] = _mean([r[side]["score_mean"] for r in results.values()])
+        per_seed = [_mean([r[side]["scores"][r["seeds"].index(s)] for r in results.values()]) for s in seeds]
+        out[side + "_std"] = _std(per_seed)
+    out["weights_remaining"] = _mean([r["super"]["weights_remaining_mean"] for r in results.values()])
+    return out
+
+
+def format_table1(table: dict, tasks=GLUE_TABLE1) -> str:
+    """Table 1 as markdown: ours (mean of the components, ± std of the task score over seeds) and the paper's."""
+    results, paper, average = table["tasks"], table["paper"], table["average"]
+    head = "| | " + " | ".join(HEADERS[t] for t in tasks) + " | Average | Weights remaining |"
+    lines = [head, "|" + "---|" * (len(tasks) + 3)]
+
+    def ours(side: str) -> str:
+        cells = [_cell(results[t][side]["components"], results[t][side]["score_std"]) if t in results else "—" for t in tasks]
+        avg = "—" if average is None else _cell([average[side]], average[side + "_std"]) + ("" if average["complete"] else " (partial)")
+        weights = "100%" if side == "full" else ("—" if average is None else f"{average['weights_remaining']:.1f}%")
+        return " | ".join(cells + [avg, weights])
+
+    lines.append("| ST-DNN (ours: full model) | " + ours("full") + " |")
+    lines.append("| SuperT (ours: super tickets) | " + ours("super") + " |")
+    lines.append("| p-value (paired t-test over seeds) | " + " | ".join(
+        "—" if t not in results or results[t]["p_value"] is None else f"{results[t]['p_value']:.3g}" for t in tasks) + " | | |")
+    lines.append("| SuperT weights remaining (ours) | " + " | ".join(
+        f"{results[t]['super']['weights_remaining_mean']:.1f}%" if t in results else "—" for t in tasks) + " | | |")
+    name = table["paper_model"]
+    lines.append(f"| ST-DNN (paper, BERT-{name}) | " + " | ".join(_cell(paper["full"][t]) for t in tasks)
+                 + f" | {paper['full']['average']:.1f} | 100% |")
+    lines.append(f"| SuperT (paper, BERT-{name}) | " + " | ".join(
+        _cell(paper["super"][t], paper["super_std"][t]) for t in tasks) + f" | {paper['super']['average']:.1f} | "
+        f"{paper['weights']['average']:.1f}% |")
+    lines.append("| SuperT weights remaining (paper) | " + " | ".join(f"{paper['weights'][t]}%" for t in tasks) + " | | |")
+    return "\n".join(lines)
+
+
+def write_table1(out_dir: str, tasks=GLUE_TABLE1, paper: str = "base") -> dict:
+    table = table1(out_dir, tasks, paper)
+    atomic_write_text(os.path.join(out_dir, "table1.json"), json.dumps(table, indent=1, sort_keys=True))
+    text = ("# Table 1 (GLUE dev, held-out 90 %; mean over seeds, ± the std of the task score)\n\n"
+            + format_table1(table, tasks) + "\n")
+    atomic_write_text(os.path.join(out_dir, "table1.md"), text)
+    return table
+
+
+def paper_model(model: str) -> str:
+    """Which published columns to print beside ours: BERT-large for a 24-layer checkpoint, else BERT-base."""
+    try:
+        with open(os.path.join(model, "config.json"), encoding="utf-8") as f:
+            return "large" if json.load(f).get("num_hidden_layers") == 24 else "base"
+    except (OSError, ValueError):
+        return "base"
+
+
+def _cell(values, std=None) -> str:
+    text = "/".join(f"{v:.1f}" for v in values)
+    return text if std is None else f"{text} ± {std:.2f}"
+
+
+def _mean(values):
+    return statistics.fmean(values) if values else float("nan")
+
+
+def _std(values):
+    return statistics.stdev(values) if len(values) > 1 else 0.0  # sample std (n - 1), as report.py

@@ -1,0 +1,165 @@
+"""The trial loop of ft.search: runs the planned trials that are not finished yet, one row each.
+
+A trial: the pre-trained model with its task layer re-initialized from the seed (fresh_model), rewound to
+the trial's ticket (a physically compact model) unless it is the full model, fine-tuned with the run's
+TrainConfig, then evaluated on the selection split, the held-out split and every extra dev split (MNLI's
+dev_mismatched). The full trial also scores importance. Per trial the store receives, in this order: the
+importance (full trials), the model when it is its seed's best winner so far (kept_models), the row, the
+pruning of models that stopped being best, results.json. run() ends by settling the super tickets.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.batching import seeded_subset
+from ..data.metrics import primary_metric
+from ..models import TicketModel
+from ..report import chosen_super_ticket, results_document, seed_super_tickets
+from ..train import TrainConfig, evaluate, fine_tune
+from . import kept_models
+from .importance import Importance, importance
+from .rewind import rewind, ticket_of
+from .select import round_half_up, select
+from .store import ResultStore
+from .ticket import Ticket
+from .trials import Trial
+
+SELECTION_SEED = 0  # the selection/held-out split of dev is the same for every seed and trial
+
+
+def split_dev(dev, fraction: float = 0.1, seed: int = SELECTION_SEED):
+    """(selection, held-out): a fixed, seeded `fraction` of dev and the rest."""
+    n = len(dev)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    k = max(1, round_half_up(fraction * n))
+    if k >= n:
+        raise ValueError(f"dev has {n} examples: too few to split off a selection set of {fraction:.0%}")
+    return dev.select(sorted(order[:k])), dev.select(sorted(order[k:]))
+
+
+@dataclass
+class SearchData:
+    """The splits a search uses: seeded subsets of the task's train / dev / extra dev sets (the config's
+    budgets), dev split into selection and held-out, and the training examples importance scores."""
+
+    train: object
+    selection: object
+    heldout: object
+    scoring: object
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, task, config: TrainConfig, fraction: float, importance_examples: int | None) -> "SearchData":
+        train = seeded_subset(task.train, config.max_train_examples, seed=SELECTION_SEED)
+        selection, heldout = split_dev(seeded_subset(task.dev, config.max_eval_examples, seed=SELECTION_SEED), fraction)
+        extra = {name: seeded_subset(data, config.max_eval_examples, seed=SELECTION_SEED)
+                 for name, data in sorted((getattr(task, "extra_dev", None) or {}).items())}
+        return cls(train, selection, heldout, seeded_subset(train, importance_examples, seed=SELECTION_SEED), extra)
+
+    def counts(self) -> dict:
+        return {"train_examples": len(self.train), "selection_examples": len(self.selection),
+                "heldout_examples": len(self.heldout), "importance_examples": len(self.scoring),
+                "extra_dev_examples": {name: len(data) for name, data in self.extra.items()}}
+
+
+def fresh_model(pretrained: TicketModel, seed: int) -> TicketModel:
+    """The pre-trained model with its task layer re-initialized from the fine-tuning seed (BERT keeps its
+    pre-trained pooler, as Hugging Face fine-tuning does)."""
+    net = copy.deepcopy(pretrained)
+    net.reset_head(seed, keep_pooler=True)
+    return net
+
+
+def param_counts(model: TicketModel) -> dict:
+    """total: every parameter of the classification model (embeddings, encoder, pooler, task layer);
+    encoder: the transformer layers only."""
+    encoder = sum(p.numel() for name, p in model.named_parameters() if name.startswith("layers."))
+    return {"total": sum(p.numel() for p in model.parameters()), "encoder": encoder}
+
+
+class Runner:
+    def __init__(self, pretrained, task, data: SearchData, config: TrainConfig, estimator: str, backend: str, device,
+                 progress: bool, store: ResultStore | None):
+        self.pretrained, self.task, self.data, self.config = pretrained, task, data, config
+        self.estimator, self.backend, self.device, self.progress, self.store = estimator, backend, device, progress, store
+        self.full_params = param_counts(pretrained)
+        self.metric = primary_metric(task)
+        self.scores: dict[int, Importance] = {}
+        self.tickets: dict[str, Ticket] = {}
+
+    def run(self, trials: list[Trial]) -> tuple[list[dict], dict | None]:
+        """(rows in plan order, the chosen super ticket's row or None)."""
+        done = self.store.finished() if self.store is not None else {}
+        bar = tqdm(trials, desc=f"search {self.task.name}", unit="trial", disable=not self.progress)
+        for trial in bar:
+            bar.set_postfix_str(trial.id)
+            if trial.id not in done:
+                done[trial.id] = self.run_trial(trial)
+                self._write_results(done, trials)
+            elif trial.kind == "full":
+                self.scores[trial.seed] = Importance.load(self.store.path(f"importance-seed{trial.seed}.json"))
+            else:
+                self.tickets[trial.id] = Ticket.from_dict(done[trial.id]["ticket"])
+        rows = [done[t.id] for t in trials if t.id in done]
+        if self.store is None:
+            return rows, chosen_super_ticket(seed_super_tickets(rows))
+        chosen = kept_models.settle(self.store, rows)
+        if chosen is not None:
+            self.store.write_json("super_ticket.json", {**self.tickets[chosen["id"]].to_dict(), "row": chosen})
+        self.store.write_json("results.json", results_document(rows))
+        return rows, chosen
+
+    def run_trial(self, trial: Trial) -> dict:
+        start = time.perf_counter()
+        net = fresh_model(self.pretrained, trial.seed)
+        if trial.kind != "full":
+            ffn = None if trial.ffn == trial.level else trial.ffn
+            self.tickets[trial.id] = select(self.scores[trial.seed], trial.level, kind=trial.kind, seed=trial.seed,
+                                            ffn_sparsity=ffn)
+            net = rewind(net, self.tickets[trial.id])  # compact: pruned structures cost nothing from here on
+        result = fine_tune(net, self.data.train, self.data.selection, config=self.config, metric=self.task,
+                           seed=trial.seed, device=self.device, progress=self.progress)
+        if trial.kind == "full":
+            self.scores[trial.seed] = importance(net, self.data.scoring, estimator=self.estimator,
+                                                 batch_size=self.config.batch_size, backend=self.backend, progress=False)
+            if self.store is not None:  # before the row: a finished full trial always has its scores
+                self.store.write_json(f"importance-seed{trial.seed}.json", self.scores[trial.seed].to_dict())
+        row = self.row(trial, net, result, start)
+        if self.store is not None:
+            if trial.kind == "winning":  # the model first, then its row
+                kept_models.keep_if_best(self.store, row, net)
+            self.store.write_row(trial.id, row)
+            if trial.kind == "winning":
+                kept_models.prune(self.store, trial.seed)
+        return row
+
+    def row(self, trial: Trial, net, result, start: float) -> dict:
+        ticket = self.tickets.get(trial.id, ticket_of(net))
+        if ticket != ticket_of(net):
+            raise AssertionError(f"trial {trial.id}: the trained model does not embody its ticket")
+        batch_size = self.config.eval_batch_size or 2 * self.config.batch_size
+        scored = lambda data: evaluate(net, data, metric=self.task, batch_size=batch_size, device=self.device)  # noqa: E731
+        sel, held = scored(self.data.selection), scored(self.data.heldout)
+        extra = {name: scored(data) for name, data in self.data.extra.items()}
+        counts = param_counts(net)
+        return {
+            "id": trial.id, "kind": trial.kind, "level": trial.level, "ffn_level": trial.ffn, "seed": trial.seed,
+            "selection": sel, "heldout": held, "selection_score": sel[self.metric], "heldout_score": held[self.metric],
+            "extra": extra, "extra_scores": {name: m[self.metric] for name, m in extra.items()},
+            "heads_kept": int(ticket.heads.sum()), "ffn_kept": int(ticket.ffn.sum()),
+            "params": counts["total"], "encoder_params": counts["encoder"],
+            "weights_remaining": 100.0 * counts["total"] / self.full_params["total"],
+            "encoder_weights_remaining": 100.0 * counts["encoder"] / self.full_params["encoder"],
+            "steps": result.steps, "best_step": result.best_step, "seconds": round(time.perf_counter() - start, 2),
+            "ticket": ticket.to_dict(),
+        }
+
+    def _write_results(self, done: dict, trials: list[Trial]) -> None:
+        if self.store is not None:
+            self.store.write_json("results.json", results_document([done[t.id] for t in trials if t.id in done]))
