@@ -161,11 +161,12 @@ class FeedForward(nn.Module):
     x + ν·FFN(norm(x)). inner(x) is the FFN's inner activation [B, T, I]: act(up x), or act(up x)·(gate x)
     for a GLU. A pruned FFN (present=False, ft.rewind) has no weights and computes skip(x)."""
 
-    def __init__(self, config: EncoderConfig, present: bool = True):
+    def __init__(self, config: EncoderConfig, present: bool = True, width: int | None = None):
         super().__init__()
         c = config
         self.present, self.pre_norm = present, c.pre_norm
-        hidden, inter, bias = c.hidden_size, c.intermediate_size, c.mlp_bias
+        hidden, bias = c.hidden_size, c.mlp_bias
+        inter = c.intermediate_size if width is None else width  # fewer after neuron-level pruning
         self.up = nn.Linear(hidden, inter, bias=bias) if present else None
         self.gate = nn.Linear(hidden, inter, bias=bias) if present and c.glu else None
         self.down = nn.Linear(inter, hidden, bias=bias) if present else None
@@ -201,7 +202,7 @@ class EncoderLayer(nn.Module):
     def __init__(self, config: EncoderConfig, index: int = 0):
         super().__init__()
         self.attention = Attention(config, index, kept=config.layer_heads(index))
-        self.ffn = FeedForward(config, present=config.layer_has_ffn(index))
+        self.ffn = FeedForward(config, present=config.layer_has_ffn(index), width=config.layer_ffn_width(index))
 
     def forward(self, x, lengths, head_scale, ffn_scale, head_probe, ffn_probe, backend, positions=None):
         x = self.attention(x, lengths, head_scale, head_probe, backend, positions=positions)

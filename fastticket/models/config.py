@@ -44,6 +44,9 @@ class EncoderConfig:
     # whether it keeps its FFN. None = everything kept. num_heads / intermediate_size stay the originals.
     kept_heads: list[list[int]] | None = None
     kept_ffn: list[bool] | None = None
+    # Neuron-level FFN pruning: per layer, the ORIGINAL indices of the intermediate neurons a kept FFN holds
+    # (None = all intermediate_size of them). A pruned FFN's row is ignored (write []).
+    kept_neurons: list[list[int]] | None = None
     # --- the block (family)
     pre_norm: bool | None = None  # LayerNorm before each sublayer, residual after, a final norm (ModernBERT)
     first_attention_norm: bool | None = None  # False: a pre-norm layer 0 has no attention norm
@@ -124,6 +127,21 @@ class EncoderConfig:
             if not all(v in (0, 1) for v in self.kept_ffn):
                 raise ValueError(f"kept_ffn may hold only booleans; got {self.kept_ffn!r}")
             self.kept_ffn = [bool(v) for v in self.kept_ffn]
+        if self.kept_neurons is not None:
+            kept = self.kept_neurons
+            if not isinstance(kept, (list, tuple)) or len(kept) != self.num_layers:
+                raise ValueError(f"kept_neurons must be a list of {self.num_layers} lists (one per layer); got {kept!r}")
+            rows = []
+            for l, row in enumerate(kept):
+                row = [int(i) for i in row]
+                if any(not 0 <= i < self.intermediate_size for i in row) or row != sorted(set(row)):
+                    raise ValueError(f"kept_neurons[{l}] must hold increasing, distinct neuron indices in "
+                                     f"[0, {self.intermediate_size})")
+                if not row and self.layer_has_ffn(l):
+                    raise ValueError(f"kept_neurons[{l}] is empty but layer {l} keeps its FFN; allowed: at least one "
+                                     f"neuron, or kept_ffn[{l}] = False")
+                rows.append(row)
+            self.kept_neurons = rows
 
     @property
     def family_adapter(self):
@@ -156,7 +174,7 @@ class EncoderConfig:
     @property
     def is_compact(self) -> bool:
         """True for a physically pruned model (some head or FFN not present at all)."""
-        return self.kept_heads is not None or self.kept_ffn is not None
+        return self.kept_heads is not None or self.kept_ffn is not None or self.kept_neurons is not None
 
     def layer_heads(self, layer: int) -> list[int]:
         """The original indices of the heads layer `layer` holds."""
@@ -165,9 +183,22 @@ class EncoderConfig:
     def layer_has_ffn(self, layer: int) -> bool:
         return True if self.kept_ffn is None else self.kept_ffn[layer]
 
+    def layer_neurons(self, layer: int) -> list[int]:
+        """The original indices of the intermediate neurons layer `layer`'s FFN holds ([] when it is pruned)."""
+        if not self.layer_has_ffn(layer):
+            return []
+        return list(range(self.intermediate_size)) if self.kept_neurons is None else list(self.kept_neurons[layer])
+
+    def layer_ffn_width(self, layer: int) -> int:
+        """The intermediate width layer `layer`'s FFN holds: 0 when pruned, fewer than intermediate_size when
+        neurons are pruned."""
+        if not self.layer_has_ffn(layer):
+            return 0
+        return self.intermediate_size if self.kept_neurons is None else len(self.kept_neurons[layer])
+
     def full(self) -> "EncoderConfig":
         """The same model with every head and FFN present (the layout masks and tickets refer to)."""
-        return replace(self, kept_heads=None, kept_ffn=None)
+        return replace(self, kept_heads=None, kept_ffn=None, kept_neurons=None)
 
     @property
     def max_length(self) -> int:
