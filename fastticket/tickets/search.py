@@ -94,7 +94,6 @@ class SearchResult:
 
 
 @releases_run_locks  # the run lock store.start takes is released when search returns or raises
-@releases_run_locks  # the run lock store.start takes is released when search returns or raises
 def search(
     model,
     task,
