@@ -129,6 +129,7 @@ def search(
     of whole FFNs (select(..., granularity="neuron", neuron_multiple=...), widths rounded to neuron_multiple)."""
     train_config = as_config("paper" if config is None else config, **train_options)
     levels, kinds, seeds = _check(levels, kinds, seeds, estimator, selection_fraction, importance_examples, backend)
+    check_granularity(granularity, neuron_multiple)  # the width check needs the model: below
     check_ffn_levels(levels, ffn_levels)
     device = resolve_device(device)
     if out_dir is not None:  # the user's files, another command's run, an unwritable path: refused now

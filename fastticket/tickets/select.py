@@ -111,7 +111,7 @@ def round_width(count: int, multiple: int, width: int) -> int:
 def check_granularity(granularity: str, neuron_multiple, scores: Importance | None = None,
                       intermediate_size: int | None = None) -> None:
     """One ValueError for an unknown granularity, a bad width multiple, or neuron selection without neuron
-    scores (the FFN width comes from the scores or `intermediate_size`)."""
+    scores (the FFN width comes from the scores or `intermediate_size`; with neither, only the options)."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity {granularity!r} is unknown; allowed: {GRANULARITIES}")
     if granularity == "ffn":
@@ -119,7 +119,9 @@ def check_granularity(granularity: str, neuron_multiple, scores: Importance | No
     if scores is not None and scores.neurons is None:
         raise ValueError("granularity='neuron' needs neuron scores: ft.importance(..., granularity='neuron')")
     width = scores.neurons.shape[1] if scores is not None else intermediate_size
-    if isinstance(neuron_multiple, bool) or not isinstance(neuron_multiple, int) or not 1 <= neuron_multiple <= width:
+    if isinstance(neuron_multiple, bool) or not isinstance(neuron_multiple, int) or neuron_multiple < 1:
+        raise ValueError(f"neuron_multiple={neuron_multiple!r}; allowed: a positive integer (at most the FFN's width)")
+    if width is not None and neuron_multiple > width:
         raise ValueError(f"neuron_multiple={neuron_multiple!r} does not fit the FFN's {width} neurons; allowed: an "
                          f"integer in [1, {width}]")
 

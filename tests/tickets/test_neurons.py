@@ -209,8 +209,8 @@ def test_default_selection_is_unchanged_by_neuron_scores():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(granularity="neuron", neuron_multiple=64), r"neuron_multiple=64 does not fit the FFN's 37 neurons; allowed: an integer in \[1, 37\]"),
-    (dict(granularity="neuron", neuron_multiple=0), r"neuron_multiple=0 does not fit"),
-    (dict(granularity="neuron", neuron_multiple=8.0), r"neuron_multiple=8.0 does not fit"),
+    (dict(granularity="neuron", neuron_multiple=0), r"neuron_multiple=0; allowed: a positive integer"),
+    (dict(granularity="neuron", neuron_multiple=8.0), r"neuron_multiple=8.0; allowed: a positive integer"),
     (dict(granularity="layer"), "granularity 'layer' is unknown"),
 ])
 def test_bad_selection_options(kwargs, message):
@@ -388,3 +388,14 @@ def test_cli_search_with_neuron_granularity(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "bad")]) == 2  # the default 64 exceeds the FFN's 24 neurons
     assert "neuron_multiple=64 does not fit the FFN's 24 neurons" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_ticket_sharing_refuses_neuron_tickets():
+    from fastticket.data.task import Task
+
+    model = tiny_model(num_labels=2)
+    tasks = {n: Task(name=n, train=tokenized_dataset(n=8, seed=s, num_labels=2), dev=tokenized_dataset(n=8, seed=s + 1, num_labels=2),
+                     metric="accuracy", num_labels=2) for n, s in (("a", 1), ("b", 3))}
+    whole = Ticket(torch.ones(L, H), torch.ones(L))
+    with pytest.raises(ValueError, match="ticket of task 'b' prunes FFN neurons; ticket sharing takes head and whole-FFN"):
+        ft.share_tickets(model, tasks, {"a": whole, "b": neuron_ticket()}, epochs=1, progress=False)
