@@ -61,12 +61,12 @@ def select(scores: Importance, sparsity: float, kind: str = "winning", seed: int
             kept[layer, head] = False
             budget[layer] -= 1
             pruned += 1
-    ffn_kept = torch.ones(layers, dtype=torch.bool)
     meta = {"sparsity": float(sparsity), "kind": kind, "seed": int(seed), "estimator": scores.estimator,
             "normalize": bool(normalize), "min_heads_per_layer": int(min_heads_per_layer)}
     if ffn_sparsity is not None:
         meta["ffn_sparsity"] = float(ffn_sparsity)
     if granularity == "ffn":
+        ffn_kept = torch.ones(layers, dtype=torch.bool)
         ffn_kept[ffn_order[:n_ffn]] = False
         return Ticket(kept, ffn_kept, meta)
     fraction = sparsity if ffn_sparsity is None else ffn_sparsity
@@ -80,8 +80,7 @@ def select_neurons(scores: torch.Tensor, fraction: float, kind: str, gen: torch.
     """bool [L, I]: the neurons kept at FFN level `fraction` (the rule in the module docstring)."""
     layers, width = scores.shape
     if normalize:
-        norms = scores.norm(dim=1, keepdim=True)
-        scores = torch.where(norms > 0, scores / norms.clamp_min(1e-300), scores)
+        scores = layer_normalized(scores)
     if per_layer:
         orders = [_order(scores[l], kind, gen) for l in range(layers)]  # within the layer, pruning order
         counts = [width - round_half_up(fraction * width)] * layers
@@ -128,8 +127,13 @@ def check_granularity(granularity: str, neuron_multiple, scores: Importance | No
 
 def normalized_head_scores(scores: Importance) -> torch.Tensor:
     """Head scores divided by the ℓ2 norm of their layer (a layer of zeros stays zero)."""
-    norms = scores.heads.norm(dim=1, keepdim=True)
-    return torch.where(norms > 0, scores.heads / norms.clamp_min(1e-300), scores.heads)
+    return layer_normalized(scores.heads)
+
+
+def layer_normalized(values: torch.Tensor) -> torch.Tensor:
+    """[L, N] scores divided by the ℓ2 norm of their row (a row of zeros stays zero)."""
+    norms = values.norm(dim=1, keepdim=True)
+    return torch.where(norms > 0, values / norms.clamp_min(1e-300), values)
 
 
 def check_level(sparsity, kind: str = "winning") -> None:

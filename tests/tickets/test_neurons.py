@@ -185,6 +185,15 @@ def test_global_selection_keeps_the_best_neurons_with_rounded_widths():
     assert losing.neurons.sum(1).tolist() == [0, 16, 37] and losing.neurons[1, :16].all()
 
 
+def test_global_neuron_ranking_normalizes_each_layer_like_heads():
+    pattern = torch.rand(I, generator=torch.Generator().manual_seed(2), dtype=torch.float64) + 0.1
+    neurons = torch.stack([100 * pattern, pattern, 10 * pattern])  # one pattern at three scales
+    normalized = ft.select(layered_scores(neurons), 0.5, granularity="neuron", neuron_multiple=1)
+    assert normalized.neurons.sum(1).tolist() in ([19, 18, 18], [18, 19, 18], [18, 18, 19])
+    raw = ft.select(layered_scores(neurons), 0.5, normalize=False, granularity="neuron", neuron_multiple=1)
+    assert raw.neurons[0].all() and not raw.neurons[1].any() and raw.ffn.tolist() == [True, False, True]
+
+
 def test_per_layer_selection_and_width_rounding():
     neurons = torch.rand(L, I, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     ticket = ft.select(layered_scores(neurons), 0.3, granularity="neuron", neuron_multiple=8, per_layer=True)
