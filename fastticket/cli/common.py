@@ -79,7 +79,8 @@ def format_ticket(ticket) -> str:
     lines = ["layer  heads (# kept, . pruned)  ffn"]
     for l in range(ticket.num_layers):
         row = "".join("#" if k else "." for k in ticket.heads[l].tolist())
-        lines.append(f"{l:5d}  {row:<24s} {'kept' if ticket.ffn[l] else 'pruned'}")
+        neurons = "" if ticket.neurons is None or not ticket.ffn[l] else f" ({int(ticket.neurons[l].sum())}/{ticket.neurons.shape[1]} neurons)"
+        lines.append(f"{l:5d}  {row:<24s} {'kept' if ticket.ffn[l] else 'pruned'}{neurons}")
     lines.append(f"heads kept {int(ticket.heads.sum())}/{ticket.heads.numel()}, "
                  f"FFNs kept {int(ticket.ffn.sum())}/{ticket.ffn.numel()}")
     return "\n".join(lines)

@@ -39,6 +39,10 @@ def add_parser(sub) -> None:
     p.add_argument("--ffn-levels", type=ffn_levels_arg, default=None,
                    help="fractions of FFNs pruned, one per level (default: the levels); 'authors': k FFNs at level k/10 "
                         "(the authors' BERT-base scripts)")
+    p.add_argument("--granularity", default="ffn", choices=("ffn", "neuron"),
+                   help="ffn: prune whole FFNs (the paper's); neuron: prune FFN neurons at the FFN level instead")
+    p.add_argument("--neuron-multiple", type=int, default=64,
+                   help="with --granularity neuron: each FFN keeps a multiple of this many neurons (default 64)")
     p.add_argument("--kinds", type=names_arg, default="winning", help=f"comma-separated subset of {','.join(KINDS)}")
     p.add_argument("--seeds", type=seeds_arg, default="0")
     p.add_argument("--estimator", default="paper", choices=ESTIMATORS)
@@ -80,6 +84,7 @@ def run(args) -> int:
         model, task, levels=args.levels, kinds=args.kinds, seeds=args.seeds, out_dir=out, config=config,
         ffn_levels=args.ffn_levels, estimator=args.estimator, data_dir=args.data_dir,
         importance_examples=args.importance_examples, device=args.device, backend=args.backend, resume=args.resume,
+        granularity=args.granularity, neuron_multiple=args.neuron_multiple,
     )
     name = task if isinstance(task, str) else task.name
     print(f"\n{display_name(model)} on {name}: {result.config['train_examples']} training, "

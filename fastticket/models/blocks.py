@@ -4,6 +4,7 @@ Masks follow ARCHITECTURE §1 in every variant: ξ[l, h] scales head h's context
 (masked_attention's head_scale), ν[l] scales the FFN output (after its dropout) before the residual add.
 Post-norm (BERT, DeBERTa): y = LayerNorm(x + sublayer(x)), the FFN through the fused
 masked_residual_layernorm. Pre-norm (ModernBERT): y = x + sublayer(norm(x)), ν through apply_scale.
+Neuron masks m[l, i] multiply the FFN's inner activation (neuron-level pruning; plain torch).
 Options: linears with or without bias, a GLU feed-forward (ν scales its whole output), rotary positions,
 DeBERTa's disentangled c2p / p2c score bias, a local attention window.
 """
@@ -33,6 +34,9 @@ _ACTIVATIONS = {
 # columns are: the one place that says how a head is laid out in the weights.
 HEAD_ROW_LINEARS = ("q", "k", "v", "pos_q", "pos_k")
 HEAD_COLUMN_LINEARS = ("o",)
+# The same for FFN neurons: one output row of up/gate and one input column of down per intermediate neuron.
+NEURON_ROW_LINEARS = ("up", "gate")
+NEURON_COLUMN_LINEARS = ("down",)
 
 
 def activation(name: str):
@@ -156,17 +160,55 @@ class Attention(nn.Module):
         return bias * self.softmax_scale
 
 
+class _NeuronScaleWithProbe(torch.autograd.Function):
+    """h·m over the last axis whose backward also gives `probe` Σ_t |∂L/∂y_t,i · h_t,i| (the `official` estimator)."""
+
+    @staticmethod
+    def forward(ctx, h, scale, probe):
+        ctx.save_for_backward(h, scale)
+        return h * _neuron_view(scale, h)
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, scale = ctx.saved_tensors
+        r = grad.float() * h.float()  # [B, T, I]: per token and neuron, in fp32
+        grad_scale = r.sum(1) if scale.dim() == 2 else r.sum((0, 1))
+        return grad * _neuron_view(scale, h), grad_scale.to(scale.dtype), r.abs().sum(1)
+
+
+def _neuron_view(scale: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """An [I] / [B, I] neuron mask as a view that broadcasts over h [B, T, I], in h's dtype."""
+    return (scale[:, None, :] if scale.dim() == 2 else scale).to(h.dtype)
+
+
+def scale_neurons(h: torch.Tensor, scale: torch.Tensor | None, probe: torch.Tensor | None = None) -> torch.Tensor:
+    """h [B, T, I] times a neuron mask [I] or [B, I]; probe [B, I] (values unused) receives Σ_t|r_t,i| as its
+    gradient. Plain torch: the mask gradient Σ_t ∂L/∂y_t,i · h_t,i comes from autograd."""
+    if probe is None:
+        return h if scale is None else h * _neuron_view(scale, h)
+    if scale is None:
+        scale = h.new_ones(h.shape[-1])
+    return _NeuronScaleWithProbe.apply(h, scale, probe)
+
+
 class FeedForward(nn.Module):
     """down(inner(x)), masked by ν, with the residual: post-norm LayerNorm(x + ν·FFN(x)), pre-norm
     x + ν·FFN(norm(x)). inner(x) is the FFN's inner activation [B, T, I]: act(up x), or act(up x)·(gate x)
-    for a GLU. A pruned FFN (present=False, ft.rewind) has no weights and computes skip(x)."""
+    for a GLU; a neuron mask [I] / [B, I] multiplies it. A pruned FFN (present=False, ft.rewind) has no
+    weights and computes skip(x). A compact FFN holds the neurons `kept` (original indices) only; neuron
+    masks and probes come in the original layout and the kept neurons' entries are used."""
 
-    def __init__(self, config: EncoderConfig, present: bool = True, width: int | None = None):
+    def __init__(self, config: EncoderConfig, present: bool = True, width: int | None = None,
+                 kept: list[int] | None = None):
         super().__init__()
         c = config
         self.present, self.pre_norm = present, c.pre_norm
         hidden, bias = c.hidden_size, c.mlp_bias
         inter = c.intermediate_size if width is None else width  # fewer after neuron-level pruning
+        if kept is not None and len(kept) != inter:
+            raise ValueError(f"FeedForward width {inter} does not match its {len(kept)} kept neurons")
+        self.kept = None if kept is None or len(kept) == c.intermediate_size else list(kept)
+        self._kept_index: torch.Tensor | None = None
         self.up = nn.Linear(hidden, inter, bias=bias) if present else None
         self.gate = nn.Linear(hidden, inter, bias=bias) if present and c.glu else None
         self.down = nn.Linear(inter, hidden, bias=bias) if present else None
@@ -176,23 +218,32 @@ class FeedForward(nn.Module):
         self.norm = LayerNorm(hidden, c.layer_norm_eps, c.norm_bias)
 
     def inner(self, x: torch.Tensor) -> torch.Tensor:
-        """The FFN's inner activation [B, T, intermediate] (where a neuron-level mask would apply)."""
+        """The FFN's inner activation [B, T, I] (I = the neurons held), where a neuron mask applies."""
         h = self.act(self.up(x))
         if self.gate is not None:
             h = h * self.gate(x)
         return self.inner_dropout(h)
 
+    def _select(self, scale):
+        """The held neurons' entries of an [I] / [B, I] neuron mask or probe in the original layout."""
+        if scale is None or self.kept is None:
+            return scale
+        if self._kept_index is None or self._kept_index.device != scale.device:
+            self._kept_index = torch.tensor(self.kept, dtype=torch.long, device=scale.device)
+        return scale.index_select(-1, self._kept_index)
+
     def skip(self, x: torch.Tensor) -> torch.Tensor:
         """The output when the FFN is pruned (ν = 0): LayerNorm(x) post-norm, x pre-norm."""
         return x if self.pre_norm else self.norm(x)
 
-    def forward(self, x, ffn_scale, abs_probe, backend):
+    def forward(self, x, ffn_scale, abs_probe, backend, neuron_scale=None, neuron_probe=None):
         if not self.present:
             return self.skip(x)
+        z = self.norm(x) if self.pre_norm else x
+        h = scale_neurons(self.inner(z), self._select(neuron_scale), self._select(neuron_probe))  # [B, T, I]
+        out = self.dropout(self.down(h))
         if self.pre_norm:
-            out = self.dropout(self.down(self.inner(self.norm(x))))
             return x + apply_scale(out, ffn_scale, abs_probe)
-        out = self.dropout(self.down(self.inner(x)))
         return masked_residual_layernorm(
             out, x, ffn_scale, self.norm.weight, self.norm.bias, self.norm.eps, backend=backend, abs_probe=abs_probe
         )
@@ -202,8 +253,11 @@ class EncoderLayer(nn.Module):
     def __init__(self, config: EncoderConfig, index: int = 0):
         super().__init__()
         self.attention = Attention(config, index, kept=config.layer_heads(index))
-        self.ffn = FeedForward(config, present=config.layer_has_ffn(index), width=config.layer_ffn_width(index))
+        present = config.layer_has_ffn(index)
+        self.ffn = FeedForward(config, present=present, width=config.layer_ffn_width(index),
+                               kept=config.layer_neurons(index) if present else None)
 
-    def forward(self, x, lengths, head_scale, ffn_scale, head_probe, ffn_probe, backend, positions=None):
+    def forward(self, x, lengths, head_scale, ffn_scale, head_probe, ffn_probe, backend, positions=None,
+                neuron_scale=None, neuron_probe=None):
         x = self.attention(x, lengths, head_scale, head_probe, backend, positions=positions)
-        return self.ffn(x, ffn_scale, ffn_probe, backend)
+        return self.ffn(x, ffn_scale, ffn_probe, backend, neuron_scale, neuron_probe)

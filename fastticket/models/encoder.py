@@ -85,6 +85,13 @@ class TicketModel(nn.Module):
         """bool [L]: True where this model holds the layer's FFN."""
         return torch.tensor([self.config.layer_has_ffn(l) for l in range(self.num_layers)], dtype=torch.bool)
 
+    def kept_neurons_mask(self) -> torch.Tensor:
+        """bool [L, I] in the original layout: True where this model holds the FFN neuron (False in pruned FFNs)."""
+        kept = torch.zeros(self.num_layers, self.config.intermediate_size, dtype=torch.bool)
+        for l in range(self.num_layers):
+            kept[l, self.config.layer_neurons(l)] = True
+        return kept
+
     def reset_head(self, seed: int, keep_pooler: bool = False) -> None:
         """Re-initializes the task head from `seed` alone: linears normal(0, initializer_range) with zero bias,
         a pooler norm to ones/zeros. keep_pooler: keep the pooler when the family says it is pre-trained
@@ -109,11 +116,13 @@ class TicketModel(nn.Module):
         return self.positions.context(seq, device if device is not None else self.embeddings.word.weight.device)
 
     def encode(self, input_ids, lengths=None, token_type_ids=None, head_mask=None, ffn_mask=None, *, head_probe=None,
-               ffn_probe=None, backend=None, head_tables=None, ffn_present=None, projection_backend="auto"):
+               ffn_probe=None, backend=None, head_tables=None, ffn_present=None, projection_backend="auto",
+               neuron_mask=None, neuron_probe=None):
         """Final hidden states [B, T, C] (after the final norm of a pre-norm model). Inputs checked by forward:
         lengths int [B] or None (right_padding_lengths), masks [L, H]/[B, L, H] and [L]/[B, L] or None.
         head_tables: per layer an int [h] head table (ticket sharing: only those heads run, see Attention);
-        ffn_present: per layer whether the FFN runs (False: skipped, as a pruned FFN)."""
+        ffn_present: per layer whether the FFN runs (False: skipped, as a pruned FFN). neuron_mask [L, I]/[B, L, I]
+        and neuron_probe [B, L, I]: see forward."""
         backend = backend or self.backend
         h = self.embeddings(input_ids, token_type_ids)
         positions = self.position_context(input_ids.shape[1], h.device)
@@ -127,7 +136,8 @@ class TicketModel(nn.Module):
             if ffn_present is not None and not ffn_present[l]:
                 h = layer.ffn.skip(h)
             else:
-                h = layer.ffn(h, _layer_slice(ffn_mask, l, 1), _layer_slice(ffn_probe, l, None), backend)
+                h = layer.ffn(h, _layer_slice(ffn_mask, l, 1), _layer_slice(ffn_probe, l, None), backend,
+                              _layer_slice(neuron_mask, l, 2), _layer_slice(neuron_probe, l, None))
         return self.final_norm(h) if self.final_norm is not None else h
 
     def forward(
@@ -142,6 +152,8 @@ class TicketModel(nn.Module):
         head_probe: torch.Tensor | None = None,
         ffn_probe: torch.Tensor | None = None,
         backend: str | None = None,
+        neuron_mask: torch.Tensor | None = None,
+        neuron_probe: torch.Tensor | None = None,
     ) -> EncoderOutput:
         """logits [B, num_labels] (and the mean loss when labels are given).
 
@@ -151,6 +163,8 @@ class TicketModel(nn.Module):
         model with mask m computes what the full model computes with m times its ticket's mask.
         head_probe [B, L, H] / ffn_probe [B, L]: optional tensors whose gradients receive Σ_t|r_t| per
         example (the `official` estimator). backend: overrides self.backend for the fused ops.
+        neuron_mask: [L, I] or [B, L, I] (I = intermediate_size) multiplies each FFN's inner activation
+        (neuron-level pruning); neuron_probe [B, L, I] receives Σ_t|r_t| per neuron like the other probes.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [B, T]; got shape {tuple(input_ids.shape)}")
@@ -160,26 +174,30 @@ class TicketModel(nn.Module):
         weight = self.embeddings.word.weight
         head_mask = self._check_mask("head_mask", head_mask, (self.num_layers, self.num_heads), batch, weight)
         ffn_mask = self._check_mask("ffn_mask", ffn_mask, (self.num_layers,), batch, weight)
+        neurons = (self.num_layers, self.config.intermediate_size)
+        neuron_mask = self._check_mask("neuron_mask", neuron_mask, neurons, batch, weight, dims="L, I")
         self._check_probe("head_probe", head_probe, (batch, self.num_layers, self.num_heads))
         self._check_probe("ffn_probe", ffn_probe, (batch, self.num_layers))
+        self._check_probe("neuron_probe", neuron_probe, (batch,) + neurons)
         lengths = right_padding_lengths(attention_mask, batch, seq)
         if token_type_ids is not None and tuple(token_type_ids.shape) != (batch, seq):
             raise ValueError(f"token_type_ids have shape {tuple(token_type_ids.shape)}; allowed: [B, T]={(batch, seq)}")
         h = self.encode(input_ids, lengths, token_type_ids, head_mask, ffn_mask, head_probe=head_probe,
-                        ffn_probe=ffn_probe, backend=backend)
+                        ffn_probe=ffn_probe, backend=backend, neuron_mask=neuron_mask, neuron_probe=neuron_probe)
         logits = self.head(h, lengths)
         loss = task_loss(logits, labels) if labels is not None else None
         return EncoderOutput(logits=logits, loss=loss)
 
     @staticmethod
-    def _check_mask(name, mask, shape, batch, like):
-        """The mask on the model's device; integer and bool masks in the model's dtype (float ones keep theirs)."""
+    def _check_mask(name, mask, shape, batch, like, dims=None):
+        """The mask on the model's device; integer and bool masks in the model's dtype (float ones keep theirs).
+        dims: the names of the per-model axes (default "L, H" or "L")."""
         if mask is None:
             return None
         mask = torch.as_tensor(mask, device=like.device)
         if tuple(mask.shape) not in (shape, (batch,) + shape):
-            per_example = "[B, L, H]" if len(shape) == 2 else "[B, L]"
-            per_model = "[L, H]" if len(shape) == 2 else "[L]"
+            dims = dims or ("L, H" if len(shape) == 2 else "L")
+            per_example, per_model = f"[B, {dims}]", f"[{dims}]"
             raise ValueError(
                 f"{name} has shape {tuple(mask.shape)}; allowed: {per_model}={shape} or {per_example}={(batch,) + shape}"
             )

@@ -26,7 +26,7 @@ from dataclasses import fields
 
 import torch
 
-from .blocks import HEAD_COLUMN_LINEARS, HEAD_ROW_LINEARS
+from .blocks import HEAD_COLUMN_LINEARS, HEAD_ROW_LINEARS, NEURON_COLUMN_LINEARS, NEURON_ROW_LINEARS
 from .config import MODEL_TYPES, EncoderConfig
 from .convert import hf_tensors
 from ..rundir import replace_dir
@@ -68,8 +68,9 @@ def load_pruned(path, *, backend: str = "auto") -> TicketModel:
 
 
 def expanded_state_dict(model: TicketModel) -> dict[str, torch.Tensor]:
-    """`model`'s state in the full layout (our names, every head and FFN): what a compact model does not hold
-    is zero, which computes the same as leaving it out. A full model's state comes back as copies."""
+    """`model`'s state in the full layout (our names, every head, FFN and FFN neuron): what a compact model
+    does not hold is zero, which computes the same as leaving it out (a pruned neuron's up/gate rows and down
+    column). A full model's state comes back as copies."""
     cfg = model.config
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if not cfg.is_compact:
@@ -85,6 +86,14 @@ def expanded_state_dict(model: TicketModel) -> dict[str, torch.Tensor]:
             continue
         out[name] = torch.zeros(meta.shape, dtype=like.dtype, device=like.device)
         layer, module = _layer_and_module(name)
+        parts = name.split(".")
+        if name in state and layer is not None and parts[2] == "ffn" and parts[3] in NEURON_ROW_LINEARS + NEURON_COLUMN_LINEARS:
+            neurons = torch.tensor(cfg.layer_neurons(layer), dtype=torch.long, device=like.device)
+            if parts[3] in NEURON_ROW_LINEARS:
+                out[name][neurons] = state[name]
+            else:
+                out[name][:, neurons] = state[name]
+            continue
         held = cfg.layer_heads(layer) if layer is not None else []
         if name not in state or not held:
             continue  # a pruned FFN's weights, or a head weight of a layer that holds no head: zeros

@@ -5,7 +5,9 @@ ARCHITECTURE §1 (Rewinding) and §3 (Skipping pruned structures): the surviving
 (and biases) and their W_O input columns, pruned FFNs lose both Linear layers, and nothing is
 re-initialized (the task head is copied too; re-initialize it with `model.reset_head(seed)`). The result
 computes exactly what `model(..., head_mask=ticket.head_mask(), ffn_mask=ticket.ffn_mask())` computes, with
-no FLOPs and no parameters for what the ticket prunes.
+no FLOPs and no parameters for what the ticket prunes. A ticket with neurons (neuron-level pruning) gives
+compact FFNs: config.kept_neurons records the original indices of each FFN's kept neurons, whose up/gate
+rows (and biases) and down columns are kept; it computes the masked model with neuron_mask=ticket.neuron_mask().
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from dataclasses import replace
 import torch
 
 from ..models import TicketModel
-from ..models.blocks import HEAD_COLUMN_LINEARS, HEAD_ROW_LINEARS
+from ..models.blocks import HEAD_COLUMN_LINEARS, HEAD_ROW_LINEARS, NEURON_COLUMN_LINEARS, NEURON_ROW_LINEARS
 from .ticket import Ticket
 
 
 def ticket_of(model: TicketModel) -> Ticket:
-    """The ticket `model` embodies: what a compact model keeps (all True for a full model)."""
-    return Ticket(model.kept_heads_mask(), model.kept_ffn_mask(), {"source": "model"})
+    """The ticket `model` embodies: what a compact model keeps (all True for a full model); with neurons when
+    the model holds only some neurons of an FFN."""
+    neurons = model.kept_neurons_mask() if model.config.kept_neurons is not None else None
+    return Ticket(model.kept_heads_mask(), model.kept_ffn_mask(), {"source": "model"}, neurons)
 
 
 def rewind(model: TicketModel, ticket: Ticket) -> TicketModel:
@@ -46,13 +50,17 @@ def rewind(model: TicketModel, ticket: Ticket) -> TicketModel:
         positions.append(pos)
         kept_heads.append([held[p] for p in pos])
         kept_ffn.append(cfg.layer_has_ffn(l) and bool(ticket.ffn[l]))
-    new_cfg = replace(cfg, kept_heads=kept_heads, kept_ffn=kept_ffn, hf_config=dict(cfg.hf_config))
+    kept_neurons, neuron_positions = _kept_neurons(cfg, ticket, kept_ffn)
+    new_cfg = replace(cfg, kept_heads=kept_heads, kept_ffn=kept_ffn, kept_neurons=kept_neurons,
+                      hf_config=dict(cfg.hf_config))
 
     source = model.state_dict()
     state = dict(source)
     with torch.no_grad():
         for l in range(cfg.num_layers):  # slices are new tensors; whatever is left untouched is cloned below
             _compact_layer(state, f"layers.{l}.", positions[l], len(cfg.layer_heads(l)), cfg.head_dim, kept_ffn[l])
+            if kept_ffn[l] and neuron_positions[l] is not None:
+                _compact_ffn(state, f"layers.{l}.ffn.", neuron_positions[l])
         state = {k: (v.detach().clone() if v is source[k] else v.detach()) for k, v in state.items()}
     with torch.device("meta"):  # no random init of weights that are overwritten next
         out = TicketModel(new_cfg, backend=model.backend)
@@ -62,6 +70,40 @@ def rewind(model: TicketModel, ticket: Ticket) -> TicketModel:
         param.requires_grad_(requires_grad.get(name, True))
     out.name_or_path = model.name_or_path
     return out.train(model.training)
+
+
+def _kept_neurons(cfg, ticket: Ticket, kept_ffn: list[bool]):
+    """(config.kept_neurons of the result or None, per layer the positions among the held neurons to keep or
+    None when the layer keeps all it holds)."""
+    if ticket.neurons is not None and ticket.neurons.shape[1] != cfg.intermediate_size:
+        raise ValueError(f"ticket has neurons {tuple(ticket.neurons.shape)}; the model has [L, I]=({cfg.num_layers}, "
+                         f"{cfg.intermediate_size}) (I intermediate neurons per FFN)")
+    kept, positions = [], []
+    for l in range(cfg.num_layers):
+        held = cfg.layer_neurons(l)
+        pos = None
+        if kept_ffn[l] and ticket.neurons is not None:
+            pos = [p for p, i in enumerate(held) if bool(ticket.neurons[l, i])]
+            if not pos:
+                raise ValueError(f"ticket keeps layer {l}'s FFN but none of the neurons the model holds there; "
+                                 f"allowed: at least one of them, or ffn[{l}] = False")
+        kept.append([held[p] for p in pos] if pos is not None else (held if kept_ffn[l] else []))
+        positions.append(None if pos is None or len(pos) == len(held) else pos)
+    if all(len(row) == cfg.intermediate_size for l, row in enumerate(kept) if kept_ffn[l]):
+        return None, positions
+    return kept, positions
+
+
+def _compact_ffn(state: dict, prefix: str, positions: list[int]) -> None:
+    """Slices one FFN's entries of `state` (in place) to the held neurons at `positions`: up/gate rows (and
+    biases), down columns."""
+    index = torch.tensor(positions, dtype=torch.long, device=state[f"{prefix}up.weight"].device)
+    for p in NEURON_ROW_LINEARS:
+        for name in (f"{prefix}{p}.weight", f"{prefix}{p}.bias"):
+            if name in state:
+                state[name] = state[name].index_select(0, index)
+    for p in NEURON_COLUMN_LINEARS:
+        state[f"{prefix}{p}.weight"] = state[f"{prefix}{p}.weight"].index_select(1, index)
 
 
 def _compact_layer(state: dict, prefix: str, positions: list[int], held: int, head_dim: int, keep_ffn: bool) -> None:

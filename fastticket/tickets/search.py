@@ -30,7 +30,7 @@ from ..ops.dispatch import BACKENDS
 from ..train import TrainConfig, as_config
 from .importance import ESTIMATORS, Importance
 from .kept_models import SUPER_MODEL_DIR
-from .select import KINDS, check_level, select
+from .select import KINDS, check_granularity, check_level, select
 from .store import ResultStore
 from .ticket import Ticket
 from .trial_runner import SELECTION_SEED, Runner, SearchData, fresh_model, split_dev
@@ -112,6 +112,8 @@ def search(
     backend: str = "auto",
     resume: bool = False,
     progress: bool = True,
+    granularity: str = "ffn",
+    neuron_multiple: int = 64,
     **train_options,
 ) -> SearchResult:
     """Runs (or resumes) a super-ticket search; see the module docstring. `model`: a checkpoint dir, hub
@@ -122,9 +124,11 @@ def search(
     TrainConfig fields overriding it (epochs=, lr=, batch_size=, warmup=, patience=, max_length=,
     max_train_examples=, max_eval_examples=, ...). ffn_levels: the fraction of FFNs pruned at each level
     (one per level, each in [0, 1)), "authors" (k FFNs at level k/10, the authors' BERT-base pairing) or
-    None (the levels themselves)."""
+    None (the levels themselves). granularity="neuron": each level prunes FFN neurons at its FFN level instead
+    of whole FFNs (select(..., granularity="neuron", neuron_multiple=...), widths rounded to neuron_multiple)."""
     train_config = as_config("paper" if config is None else config, **train_options)
     levels, kinds, seeds = _check(levels, kinds, seeds, estimator, selection_fraction, importance_examples, backend)
+    check_granularity(granularity, neuron_multiple)  # the width check needs the model: below
     check_ffn_levels(levels, ffn_levels)
     device = resolve_device(device)
     if out_dir is not None:  # the user's files, another command's run, an unwritable path: refused now
@@ -132,7 +136,9 @@ def search(
     pretrained, task = _load_checked(model, task, train_config.max_length, data_dir, backend)
     if getattr(task, "max_length", None):  # a Task given tokenized: its length is the run's
         train_config = train_config.replace(max_length=task.max_length)
-    ffn = _check_levels_on(pretrained, levels, ffn_levels)
+    check_granularity(granularity, neuron_multiple, intermediate_size=pretrained.config.intermediate_size)
+    selection = {} if granularity == "ffn" else {"granularity": granularity, "neuron_multiple": neuron_multiple}
+    ffn = _check_levels_on(pretrained, levels, ffn_levels, selection)
 
     data = SearchData.of(task, train_config, selection_fraction, importance_examples)
     run_config = {
@@ -140,13 +146,14 @@ def search(
         "ffn_levels": None if ffn == levels else list(ffn), "kinds": list(kinds), "seeds": list(seeds), "estimator": estimator,
         **train_config.to_dict(), **data.counts(), "selection_fraction": selection_fraction,
         "data": _data_identity(task, data_dir, data), "model": model_identity(pretrained), "code_version": code_version(),
+        **selection,  # recorded only for neuron-level runs: whole-FFN runs keep their identity
     }
     store = ResultStore(out_dir) if out_dir is not None else None
     if store is not None:
         store.start(run_config, resume)
     if train_config.dropout is None:  # the task's task-layer dropout (0.3 MNLI, 0.05 CoLA, 0.1 otherwise)
         train_config = train_config.replace(dropout=task.dropout)
-    runner = Runner(pretrained, task, data, train_config, estimator, backend, device, progress, store)
+    runner = Runner(pretrained, task, data, train_config, estimator, backend, device, progress, store, selection)
     rows, chosen = runner.run(plan_trials(levels, kinds, seeds, ffn))
     result = SearchResult(rows, run_config, out_dir=out_dir, tickets=runner.tickets)
     if chosen is not None:
@@ -210,20 +217,24 @@ def _load_checked(model, task, max_length: int, data_dir, backend: str):
     return pretrained, task
 
 
-def _check_levels_on(model: TicketModel, levels, ffn_levels) -> tuple[float, ...]:
+def _check_levels_on(model: TicketModel, levels, ffn_levels, selection=None) -> tuple[float, ...]:
     """The FFN level of each level (trials.resolve_ffn_levels); an impossible level, or one that prunes
     nothing, fails now, not after the first fine-tuning."""
     ffn = resolve_ffn_levels(levels, ffn_levels, model.num_layers)
     for level, ffn_level in zip(levels, ffn):
-        check_level_prunes(model, level, ffn_level)
+        check_level_prunes(model, level, ffn_level, selection)
     return ffn
 
 
-def check_level_prunes(pretrained: TicketModel, level: float, ffn_level: float | None = None) -> None:
-    """select() refuses an impossible level; a level that rounds to no pruned head or FFN is refused too."""
+def check_level_prunes(pretrained: TicketModel, level: float, ffn_level: float | None = None, selection=None) -> None:
+    """select() refuses an impossible level; a level that rounds to no pruned head or FFN (or FFN neuron, with
+    selection={"granularity": "neuron", ...}) is refused too."""
     layers, heads = pretrained.num_layers, pretrained.num_heads
-    ticket = select(Importance(torch.zeros(layers, heads), torch.zeros(layers)), level, ffn_sparsity=ffn_level)
-    if bool(ticket.heads.all()) and bool(ticket.ffn.all()):
+    selection = selection or {}
+    neurons = torch.zeros(layers, pretrained.config.intermediate_size) if selection else None
+    ticket = select(Importance(torch.zeros(layers, heads), torch.zeros(layers), neurons=neurons), level,
+                    ffn_sparsity=ffn_level, **selection)
+    if bool(ticket.heads.all()) and bool(ticket.ffn.all()) and (neurons is None or bool(ticket.neurons.all())):
         raise ValueError(f"level {level} prunes nothing on a model of {layers} layers x {heads} heads "
                          f"(round({level} * {layers * heads}) = 0 heads, 0 of {layers} FFNs); "
                          f"allowed: levels of at least {0.5 / (layers * heads):.3g}")

@@ -57,6 +57,9 @@ def check_share_inputs(model, tasks, tickets) -> None:
         outside = ticket.heads & ~model.kept_heads_mask()
         if outside.any() or (ticket.ffn & ~model.kept_ffn_mask()).any():
             raise ValueError(f"ticket of task {name!r} keeps heads or FFNs the (compact) model does not hold")
+        if ticket.neurons is not None and not ticket.kept_neurons()[ticket.ffn].all():
+            raise ValueError(f"ticket of task {name!r} prunes FFN neurons; ticket sharing takes head and whole-FFN "
+                             f"tickets (granularity='ffn')")
     for name, task in tasks.items():
         if not (hasattr(task, "train") and hasattr(task, "dev") and hasattr(task, "num_labels")):
             raise ValueError(f"task {name!r} is a {type(task).__name__}, not an ft.Task")

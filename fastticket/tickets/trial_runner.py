@@ -85,8 +85,9 @@ def param_counts(model: TicketModel) -> dict:
 
 class Runner:
     def __init__(self, pretrained, task, data: SearchData, config: TrainConfig, estimator: str, backend: str, device,
-                 progress: bool, store: ResultStore | None):
+                 progress: bool, store: ResultStore | None, selection: dict | None = None):
         self.pretrained, self.task, self.data, self.config = pretrained, task, data, config
+        self.selection = dict(selection or {})  # select()'s granularity options ({} = whole FFNs)
         self.estimator, self.backend, self.device, self.progress, self.store = estimator, backend, device, progress, store
         self.full_params = param_counts(pretrained)
         self.metric = primary_metric(task)
@@ -121,13 +122,14 @@ class Runner:
         if trial.kind != "full":
             ffn = None if trial.ffn == trial.level else trial.ffn
             self.tickets[trial.id] = select(self.scores[trial.seed], trial.level, kind=trial.kind, seed=trial.seed,
-                                            ffn_sparsity=ffn)
+                                            ffn_sparsity=ffn, **self.selection)
             net = rewind(net, self.tickets[trial.id])  # compact: pruned structures cost nothing from here on
         result = fine_tune(net, self.data.train, self.data.selection, config=self.config, metric=self.task,
                            seed=trial.seed, device=self.device, progress=self.progress)
         if trial.kind == "full":
             self.scores[trial.seed] = importance(net, self.data.scoring, estimator=self.estimator,
-                                                 batch_size=self.config.batch_size, backend=self.backend, progress=False)
+                                                 batch_size=self.config.batch_size, backend=self.backend, progress=False,
+                                                 granularity=self.selection.get("granularity", "ffn"))
             if self.store is not None:  # before the row: a finished full trial always has its scores
                 self.store.write_json(f"importance-seed{trial.seed}.json", self.scores[trial.seed].to_dict())
         row = self.row(trial, net, result, start)
@@ -148,6 +150,7 @@ class Runner:
         sel, held = scored(self.data.selection), scored(self.data.heldout)
         extra = {name: scored(data) for name, data in self.data.extra.items()}
         counts = param_counts(net)
+        neurons = {} if ticket.neurons is None else {"neurons_kept": int(ticket.kept_neurons().sum())}
         return {
             "id": trial.id, "kind": trial.kind, "level": trial.level, "ffn_level": trial.ffn, "seed": trial.seed,
             "selection": sel, "heldout": held, "selection_score": sel[self.metric], "heldout_score": held[self.metric],
@@ -157,7 +160,7 @@ class Runner:
             "weights_remaining": 100.0 * counts["total"] / self.full_params["total"],
             "encoder_weights_remaining": 100.0 * counts["encoder"] / self.full_params["encoder"],
             "steps": result.steps, "best_step": result.best_step, "seconds": round(time.perf_counter() - start, 2),
-            "ticket": ticket.to_dict(),
+            "ticket": ticket.to_dict(), **neurons,
         }
 
     def _write_results(self, done: dict, trials: list[Trial]) -> None:
