@@ -86,7 +86,12 @@ def load_pruned(path, *, backend: str = "auto") -> TicketModel:
     if os.path.isfile(os.path.join(path, CONFIG_FILE)):
         return _load_compact(path, backend)
     if os.path.isfile(os.path.join(path, "config.json")):
+        from .hf_compact import is_hf_compact
         from .loading import load_model
+
+        if is_hf_compact(path):
+            raise ValueError(f"export {path!r} is an hf-compact export: load it with transformers "
+                             "(AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True))")
 
         return load_model(path, backend=backend)
     raise ValueError(f"export {path!r} has neither {CONFIG_FILE} (compact export) nor config.json (hf export)")

@@ -30,6 +30,15 @@ AUTO_MAP = {"AutoConfig": f"modeling_fastticket.{CONFIG_CLASS}",
 LABEL_KEYS = ("id2label", "label2id", "problem_type")
 
 
+def is_hf_compact(directory: str) -> bool:
+    """Whether `directory`'s config.json is an hf-compact export's."""
+    try:
+        with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
+            return json.load(f).get("model_type") == MODEL_TYPE
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def position_numbering(config: EncoderConfig) -> str:
     """How the family numbers absolute positions, as the template names it: "from_zero" (0, 1, 2, ...) or
     "after_padding" (RoBERTa). Asked of the family on a probe row, so a new family's rule is checked too."""

@@ -67,6 +67,8 @@ def test_round_trip_through_plain_transformers(family, hf_model, hf_batch, tmp_p
     with torch.no_grad():
         torch.testing.assert_close(out.loss, compact(**batch).loss, atol=1e-5, rtol=0)
     assert n_params(loaded) == n_params(compact) < n_params(model)
+    with pytest.raises(ValueError, match="is an hf-compact export: load it with transformers"):
+        ft.load_pruned(tmp_path / "out")
 
 
 def neuron_pruned(model: TicketModel, keep: list[list[int]]) -> TicketModel:
