@@ -30,6 +30,10 @@ def run(args) -> int:
     if os.path.realpath(out) == os.path.realpath(source):
         raise ValueError(f"--out {out!r} is the run's own {SUPER_MODEL_DIR}/ (the search keeps it); choose another directory")
     check_replaceable(out, "export")  # before loading: the user's files, a run, a checkpoint are refused
+    if args.format == "onnx":  # a missing extra, before loading anything
+        from ..models.onnx_export import require_onnx
+
+        require_onnx()
     export(load_pruned(source), out, format=args.format)
     print(f"wrote {out} ({args.format})")
     return 0
