@@ -3,7 +3,8 @@
     fastticket search   the whole super-ticket search; with no arguments the embedded default (MiniLM +
                         rotten_tomatoes, offline, about 10 minutes on 2 CPU cores)
     fastticket plot     redraw a run's phase_transition.png
-    fastticket export   write a run's super-ticket model as a compact or Hugging Face checkpoint
+    fastticket export   write a run's super-ticket model as a compact, Hugging Face or ONNX export
+    fastticket latency  time a super ticket (or every level) against the full model: measured vs FLOP-ideal
     fastticket ticket   score every head and FFN, cut one ticket and print it
     fastticket share    ticket sharing (multi-task)
     fastticket adapt    few-shot domain adaptation of a super ticket or shared model
@@ -17,11 +18,11 @@ import argparse
 import sys
 import warnings
 
-from . import adapt, bench, export, plot, reproduce, search, share, ticket
+from . import adapt, bench, export, latency, plot, reproduce, search, share, ticket
 from .bench import BENCH_PARTS
 from .common import format_scores, format_ticket
 
-COMMANDS = (search, plot, export, ticket, share, adapt, reproduce, bench)
+COMMANDS = (search, plot, export, latency, ticket, share, adapt, reproduce, bench)
 
 __all__ = ["main", "BENCH_PARTS", "format_scores", "format_ticket"]
 

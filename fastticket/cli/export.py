@@ -1,15 +1,17 @@
-"""fastticket export: write a run's super-ticket model as a compact or Hugging Face checkpoint."""
+"""fastticket export: write a run's super-ticket model as a compact, Hugging Face (full or hf-compact) or ONNX export."""
 
 from __future__ import annotations
 
 import os
 
+from ..models.exporting import FORMATS
 from .common import read_run
 
+
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="write RUN_DIR's super-ticket model as a compact or Hugging Face checkpoint")
+    p = sub.add_parser("export", help="write RUN_DIR's super-ticket model as a compact, Hugging Face (full or hf-compact) or ONNX export")
     p.add_argument("run_dir")
-    p.add_argument("--format", default="hf", choices=("compact", "hf"))
+    p.add_argument("--format", default="hf", choices=FORMATS)
     p.add_argument("--out", default=None, help="target directory: new, empty, or an earlier export, which is replaced "
                                                "atomically (default: RUN_DIR/export-<format>)")
     p.set_defaults(run=run)
@@ -28,6 +30,10 @@ def run(args) -> int:
     if os.path.realpath(out) == os.path.realpath(source):
         raise ValueError(f"--out {out!r} is the run's own {SUPER_MODEL_DIR}/ (the search keeps it); choose another directory")
     check_replaceable(out, "export")  # before loading: the user's files, a run, a checkpoint are refused
+    if args.format == "onnx":  # a missing extra, before loading anything
+        from ..models.onnx_export import require_onnx
+
+        require_onnx()
     export(load_pruned(source), out, format=args.format)
     print(f"wrote {out} ({args.format})")
     return 0

@@ -52,6 +52,8 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", default="auto", help="fused-op backend: auto, torch, cpp, triton, cuda")
     p.add_argument("--out", default=None, help="run directory (default: runs/<task>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out, running only what is missing")
+    p.add_argument("--latency", action="store_true", help="time every winning level against the full model after the "
+                                                          "search: measured and FLOP-ideal speed-up columns, latency.json")
     p.set_defaults(run=run)
 
 
@@ -89,7 +91,12 @@ def run(args) -> int:
     name = task if isinstance(task, str) else task.name
     print(f"\n{display_name(model)} on {name}: {result.config['train_examples']} training, "
           f"{result.config['selection_examples']} selection and {result.config['heldout_examples']} held-out examples")
-    print(result.table())
+    if args.latency:  # fastticket latency's defaults (torch engine, batch 32 x 128 tokens or the model's maximum)
+        from ..latency import search_latency
+
+        print(search_latency(result, model, device=args.device))
+    else:
+        print(result.table())
     if result.super_row is not None:
         r = result.super_row
         print(f"\nsuper ticket: level {r['level']:.2f}, FFN level {r['ffn_level']:.2f} (seed {r['seed']}; exported: the level "

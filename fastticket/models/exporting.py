@@ -10,6 +10,11 @@ format="hf": a Hugging Face checkpoint of the source family (config.json, model.
     bias, so HF's layer output is LayerNorm(0 + x) post-norm, x + 0 pre-norm). The family names the
     weights and writes config.json (ModernBERT's q/k/v and up/gate fused again). Full size; read back by
     ft.load_model (or ft.load_pruned).
+format="hf-compact": a self-contained Hugging Face checkpoint at the compact shapes (hf_compact.py):
+    config.json (model_type "fastticket_encoder", kept heads and FFN widths per layer, auto_map),
+    model.safetensors, modeling_fastticket.py; `AutoModelForSequenceClassification.from_pretrained(path,
+    trust_remote_code=True)` loads it with transformers alone. Physically smaller; ft.load_pruned refuses it.
+format="onnx": model.onnx (onnx_export.py; needs the `fastticket[onnx]` extra) and fastticket_onnx.json.
 Both copy the tokenizer files of `model.name_or_path` when that is a directory. Each export is atomic per
 directory: it is written into a temporary directory next to `path`, which then takes `path`'s place in one
 atomic exchange once it is complete (at every instant `path` holds the old export or the new one); a failed
@@ -32,7 +37,7 @@ from .convert import hf_tensors
 from ..rundir import replace_dir
 from .encoder import TicketModel
 
-FORMATS = ("compact", "hf")
+FORMATS = ("compact", "hf", "hf-compact", "onnx")
 COMPACT_FORMAT = "fastticket.compact"
 COMPACT_VERSION = 1
 CONFIG_FILE = "fastticket_config.json"
@@ -48,8 +53,28 @@ def export(model: TicketModel, path, format: str = "compact") -> str:
         raise ValueError(f"format {format!r} is not supported; allowed: {FORMATS}")
     if not isinstance(model, TicketModel):
         raise ValueError(f"export needs a fastticket TicketModel; got {type(model).__name__}")
-    writer = _write_compact if format == "compact" else _write_hf
+    check_shapes(model)
+    if format == "onnx":
+        from .onnx_export import require_onnx
+
+        require_onnx()
+    writers = {"compact": _write_compact, "hf": _write_hf, "hf-compact": _write_hf_compact, "onnx": _write_onnx}
+    writer = writers[format]
     return _atomic_dir(path, lambda tmp: (writer(model, tmp), _copy_tokenizer(model, tmp)))
+
+
+def check_shapes(model: TicketModel) -> None:
+    """Refuses a model whose weights do not have the shapes its config (kept heads, FFN widths) describes (a
+    ticket written into the config by hand, weights of another ticket): one line naming the first mismatch."""
+    with torch.device("meta"):
+        expected = TicketModel(model.config).state_dict()
+    state = model.state_dict()
+    for name in list(expected) + [n for n in state if n not in expected]:  # in the model's order
+        want = tuple(expected[name].shape) if name in expected else None
+        got = tuple(state[name].shape) if name in state else None
+        if want != got:
+            raise ValueError(f"the model's weight {name} has shape {got} but its ticket (kept_heads/kept_ffn/"
+                             f"kept_neurons) needs {want}: the ticket does not match the model")
 
 
 def load_pruned(path, *, backend: str = "auto") -> TicketModel:
@@ -61,7 +86,12 @@ def load_pruned(path, *, backend: str = "auto") -> TicketModel:
     if os.path.isfile(os.path.join(path, CONFIG_FILE)):
         return _load_compact(path, backend)
     if os.path.isfile(os.path.join(path, "config.json")):
+        from .hf_compact import is_hf_compact
         from .loading import load_model
+
+        if is_hf_compact(path):
+            raise ValueError(f"export {path!r} is an hf-compact export: load it with transformers "
+                             "(AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True))")
 
         return load_model(path, backend=backend)
     raise ValueError(f"export {path!r} has neither {CONFIG_FILE} (compact export) nor config.json (hf export)")
@@ -147,6 +177,24 @@ def _write_hf(model: TicketModel, directory: str) -> None:
     hf_cfg["dtype"] = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
     _write_json(os.path.join(directory, "config.json"), hf_cfg)
     _save_safetensors(tensors, os.path.join(directory, WEIGHTS_FILE), {"format": "pt"})
+
+
+def _write_hf_compact(model: TicketModel, directory: str) -> None:
+    from . import hf_compact
+
+    tensors = hf_compact.compact_tensors(model)
+    config = hf_compact.hf_compact_config(model.config, hf_config_dict(model.config))
+    config["torch_dtype"] = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
+    config["tokenizer_class"] = hf_compact.tokenizer_class(model)
+    _write_json(os.path.join(directory, "config.json"), config)
+    _save_safetensors(tensors, os.path.join(directory, WEIGHTS_FILE), {"format": "pt"})
+    hf_compact.copy_template(directory)
+
+
+def _write_onnx(model: TicketModel, directory: str) -> None:
+    from .onnx_export import write_onnx
+
+    write_onnx(model, directory, hf_config_dict(model.config))
 
 
 def _write_compact(model: TicketModel, directory: str) -> None:

@@ -144,8 +144,8 @@ def test_real_minilm_with_a_ticket(tmp_path):
 
 
 def test_bad_format(tmp_path):
-    with pytest.raises(ValueError, match=r"'onnx'.*compact.*hf"):
-        export(tiny_model(), tmp_path / "x", format="onnx")
+    with pytest.raises(ValueError, match=r"'tflite'.*compact.*hf.*hf-compact.*onnx"):
+        export(tiny_model(), tmp_path / "x", format="tflite")
     assert not (tmp_path / "x").exists()
 
 
