@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fastticket as ft
-from fastticket.models import EncoderConfig, TicketModel, export, exporting, hf_compact
+from fastticket.models import TicketModel, export, exporting, hf_compact
 from fastticket.tickets import Ticket
 from fastticket.tickets.rewind import rewind
 from tests.models.conftest import FAMILIES
@@ -72,19 +72,14 @@ def test_round_trip_through_plain_transformers(family, hf_model, hf_batch, tmp_p
 
 
 def neuron_pruned(model: TicketModel, keep: list[list[int]]) -> TicketModel:
-    """`model` with only the intermediate neurons `keep[l]` of every FFN (the layout of neuron-level pruning)."""
-    config = EncoderConfig(**{**model.config.to_dict(), "kept_neurons": keep})
-    pruned = TicketModel(config).eval()
-    state = model.state_dict()
+    """`model` rewound (ft.rewind) to a ticket keeping every head and only the neurons `keep[l]` of each FFN."""
+    neurons = torch.zeros(model.num_layers, model.config.intermediate_size, dtype=torch.bool)
     for l, rows in enumerate(keep):
-        index = torch.tensor(rows)
-        for name in ("up", "gate"):
-            for p in ("weight", "bias"):
-                key = f"layers.{l}.ffn.{name}.{p}"
-                if key in state:
-                    state[key] = state[key][index]
-        state[f"layers.{l}.ffn.down.weight"] = state[f"layers.{l}.ffn.down.weight"][:, index]
-    pruned.load_state_dict(state, strict=True)
+        neurons[l, rows] = True
+    ticket = ft.Ticket(torch.ones(model.num_layers, model.num_heads, dtype=torch.bool),
+                       torch.ones(model.num_layers, dtype=torch.bool), neurons=neurons)
+    pruned = ft.rewind(model, ticket).eval()
+    assert [pruned.config.layer_neurons(l) for l in range(model.num_layers)] == keep
     return pruned
 
 
