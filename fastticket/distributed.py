@@ -18,6 +18,7 @@ the agent's report. A worker records its error for the launcher with record_fail
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import os
@@ -205,6 +206,19 @@ def record_failure(exc: BaseException) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
 
     ErrorHandler().record_exception(exc)
+
+
+def records_failures(fn):
+    """Decorator: an exception leaving `fn` in a worker of a job is recorded for the launcher (record_failure)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as exc:
+            record_failure(exc)
+            raise
+
+    return wrapper
 
 
 def launch(nproc: int, argv: list[str], env: dict | None = None) -> int:

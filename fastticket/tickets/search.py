@@ -23,7 +23,7 @@ import torch
 
 from ..data.metrics import primary_metric
 from ..data.task import Task, check_task_fits, check_task_name, load_task
-from ..distributed import Workers, check_nproc, in_torchrun
+from ..distributed import Workers, check_nproc, in_torchrun, records_failures, stop_on_sigterm
 from ..rundir import check_target, code_version, fingerprint_dataset, model_identity, releases_run_locks
 from ..utils import resolve_device
 from ..defaults import display_name
@@ -96,6 +96,7 @@ class SearchResult:
         return plot_phase_transition(self.rows, path, self.config.get("metric", "score"), title)
 
 
+@records_failures  # in a worker of a job: the launcher (or torchrun) reports this worker's error
 @releases_run_locks  # the run lock store.start takes is released when search returns or raises
 def search(
     model,
@@ -179,6 +180,7 @@ def _workers(workers) -> Workers | None:
     if workers is not None:
         check_nproc(workers)
     if in_torchrun():
+        stop_on_sigterm()  # the agent ends the others with SIGTERM when one fails: leave no lock or temp file
         job = Workers.from_env()
         if workers is not None and workers != job.world_size:
             raise ValueError(f"workers={workers} inside a torchrun job of {job.world_size} workers; allowed: None "

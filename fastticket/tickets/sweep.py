@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..distributed import POLL_SECONDS, JobFailed, Workers, launch_function, record_failure
+from ..distributed import POLL_SECONDS, JobFailed, Workers, launch_function
 from .store import ResultStore
 from .trials import Trial
 
@@ -108,8 +108,4 @@ def search_worker(model, task, options: dict):
     """One worker of search_on_workers (module-level: spawned workers import it)."""
     from .search import search
 
-    try:
-        return search(model, task, **options)
-    except BaseException as exc:
-        record_failure(exc)
-        raise
+    return search(model, task, **options)  # search records a failure for the launcher

@@ -107,12 +107,12 @@ class Runner:
         """(rows in plan order, the chosen super ticket's row or None)."""
         done = self.store.finished() if self.store is not None else {}
         queue = TrialQueue(self.workers, trials, done, self.importance_ready)
-        bar = tqdm(total=len(queue), desc=f"search {self.task.name}", unit="trial", disable=not self.progress)
+        bar = tqdm(total=len(trials), initial=len(trials) - len(queue), desc=f"search {self.task.name}", unit="trial",
+                   disable=not self.progress)
         for trial in queue:
             bar.set_postfix_str(trial.id)
             done[trial.id] = self.run_claimed(trial)
-            self._write_results(done, trials)
-            bar.update()
+            bar.update(self._write_results(done, trials) - bar.n)  # every worker's finished trials
         bar.close()
         self.workers.barrier("trials-finished")
         if self.workers.distributed:
@@ -202,8 +202,12 @@ class Runner:
             "ticket": ticket.to_dict(),
         }
 
-    def _write_results(self, done: dict, trials: list[Trial]) -> None:
+    def _write_results(self, done: dict, trials: list[Trial]) -> int:
+        """Rewrites results.json (with other workers' rows too; worker 0 rewrites it at the end); returns the
+        number of finished trials."""
+        if self.store is not None and self.workers.distributed:
+            done = self.store.finished()
+        rows = [done[t.id] for t in trials if t.id in done]
         if self.store is not None:
-            if self.workers.distributed:
-                done = self.store.finished()  # other workers' rows too (worker 0 rewrites it at the end)
-            self.store.write_json("results.json", results_document([done[t.id] for t in trials if t.id in done]))
+            self.store.write_json("results.json", results_document(rows))
+        return len(rows)
