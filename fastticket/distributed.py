@@ -79,6 +79,14 @@ class Workers:
         job = os.environ.get("TORCHELASTIC_RUN_ID") or os.environ["MASTER_ADDR"] + ":" + os.environ["MASTER_PORT"]
         return cls(rank, world, local, job, dist.PrefixStore(f"fastticket/{job}/", store))
 
+    def scoped(self, name: str) -> "Workers":
+        """The same workers with keys, counters, barriers and failures of their own: one per piece of work
+        that every worker starts in the same order (the n-th search of a job's script, say)."""
+        import torch.distributed as dist
+
+        store = dist.PrefixStore(f"{name}/", self.store) if self.store is not None else None
+        return Workers(self.rank, self.world_size, self.local_rank, self.job_id, store)
+
     @property
     def is_main(self) -> bool:
         return self.rank == 0

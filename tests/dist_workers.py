@@ -91,3 +91,10 @@ def raising_search(out: str):
 
     runner.fine_tune = fine_tune
     return _search(out).rows
+
+
+def two_searches(out: str):
+    """Two searches in one job (a script's loop): each has its own claims and barriers."""
+    first = _search(out + "-a", levels=(0.5,), kinds=("winning",))
+    second = _search(out + "-b", levels=(0.5,), kinds=("winning",))
+    return [r["id"] for r in first.rows], [r["id"] for r in second.rows]

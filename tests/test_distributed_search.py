@@ -201,3 +201,11 @@ def test_search_workers_bad_input_before_any_work(tmp_path, monkeypatch):
         ft.search(tiny_model(num_labels=2), tiny_task(), out_dir=str(tmp_path / "b"), workers=2,
                   **{**OPTIONS, "levels": (0.5, 0.5)})
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_two_searches_in_one_job_each_run_all_their_trials(tmp_path, one_thread):
+    out = launch_function(2, dist_workers.two_searches, str(tmp_path / "run"))
+    expected = [f"seed{s}-{k}" for s in (0, 1) for k in ("full", "winning-50")]
+    assert out[0] == out[1] == (expected, expected)
+    for name in ("run-a", "run-b"):
+        assert sorted(worker_records(tmp_path / name)) == sorted(expected)

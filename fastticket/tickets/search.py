@@ -15,6 +15,7 @@ torch.distributed workers (sweep.py): under torchrun every worker calls search()
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from .trials import PAPER_LEVELS, Trial, check_ffn_levels, plan_trials, resolve_
 __all__ = ["search", "SearchResult", "split_dev", "SELECTION_SEED", "SUPER_MODEL_DIR", "PAPER_LEVELS"]
 
 _fresh = fresh_model  # bench/bench_search.py imports this name
+_SEARCHES = itertools.count()  # the n-th search() of each worker of a job is the same search (its store scope)
 
 
 @dataclass
@@ -181,7 +183,7 @@ def _workers(workers) -> Workers | None:
         check_nproc(workers)
     if in_torchrun():
         stop_on_sigterm()  # the agent ends the others with SIGTERM when one fails: leave no lock or temp file
-        job = Workers.from_env()
+        job = Workers.from_env().scoped(f"search-{next(_SEARCHES)}")
         if workers is not None and workers != job.world_size:
             raise ValueError(f"workers={workers} inside a torchrun job of {job.world_size} workers; allowed: None "
                              f"(torchrun's --nproc-per-node and --nnodes set the workers)")
