@@ -134,18 +134,16 @@ def search(
     workers: run the trials on that many worker processes of one torch.distributed job on this machine
     (needs out_dir; returns worker 0's result, equal to a single-process run's). Under torchrun every worker
     calls search() with the same arguments (workers=None) and the job shares the trials."""
+    arguments = dict(locals())  # as given: what launched workers receive
     train_config = as_config("paper" if config is None else config, **train_options)
     levels, kinds, seeds = _check(levels, kinds, seeds, estimator, selection_fraction, importance_examples, backend)
     check_ffn_levels(levels, ffn_levels)
     job = _workers(workers)  # None: this process launches `workers` workers
-    requested, device = device, resolve_device(device)
+    device = resolve_device(device)
     if out_dir is not None:  # the user's files, another command's run, an unwritable path: refused now
         check_target(out_dir, "search", resume=resume)
-    if job is None:  # this process launches the workers
-        options = dict(levels=levels, kinds=kinds, seeds=seeds, out_dir=out_dir, config=config, ffn_levels=ffn_levels,
-                       estimator=estimator, importance_examples=importance_examples, selection_fraction=selection_fraction,
-                       data_dir=data_dir, device=requested, backend=backend, resume=resume, progress=progress, **train_options)
-        return search_on_workers(workers, model, task, options)
+    if job is None:
+        return search_on_workers(workers, model, task, _worker_options(arguments))
     if job.distributed and out_dir is None:
         raise ValueError(f"a search on {job.world_size} workers needs out_dir (--out): the run directory they share")
     device, progress = job.device(device), progress and job.is_main  # cuda:(local_rank mod GPUs); one progress bar
@@ -171,9 +169,15 @@ def search(
     result = SearchResult(rows, run_config, out_dir=out_dir, tickets=runner.tickets)
     if chosen is not None:
         result.super_row, result.super_ticket = chosen, runner.tickets[chosen["id"]]
-    if store is not None and job.is_main:
+    if store is not None and job.is_main:  # worker 0 draws, once, at the end
         result.plot()
     return result
+
+
+def _worker_options(arguments: dict) -> dict:
+    """search()'s keyword arguments for its launched workers: the same, less model, task and workers."""
+    options = {k: v for k, v in arguments.items() if k not in ("model", "task", "workers", "train_options")}
+    return {**options, **arguments["train_options"]}
 
 
 def _workers(workers) -> Workers | None:
