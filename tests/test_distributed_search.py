@@ -209,3 +209,19 @@ def test_two_searches_in_one_job_each_run_all_their_trials(tmp_path, one_thread)
     assert out[0] == out[1] == (expected, expected)
     for name in ("run-a", "run-b"):
         assert sorted(worker_records(tmp_path / name)) == sorted(expected)
+
+
+@pytest.mark.slow
+def test_bad_input_the_workers_find_is_one_line_and_leaves_nothing(tmp_path, one_thread, capfd):
+    """A level that prunes nothing is found once the workers loaded the model: the launcher prints the
+    workers' error once, exit 2, and removes the directory it had claimed (nothing else was written)."""
+    from tests.robustness.tiny import write_checkpoint, write_task
+
+    model, data = write_checkpoint(tmp_path / "model"), write_task(tmp_path / "data")
+    capfd.readouterr()
+    out = tmp_path / "run"
+    assert main(["search", "--model", model, "--task", "local", "--data-dir", data, "--levels", "0.01", "--epochs", "1",
+                 "--max-length", "16", "--nproc", "2", "--out", str(out)]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("fastticket search: error: level 0.01 prunes nothing") and err.count("\n") == 1, err
+    assert not out.exists()

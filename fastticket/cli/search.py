@@ -146,13 +146,11 @@ def launch_workers(args, out: str) -> int:
     """--nproc N: claims and locks `out`, runs N workers with the same arguments (and this --out), joining the
     lock; a failed job is one line naming the worker and its error (2 for bad input, else 1)."""
     from ..distributed import JobFailed, launch
-    from ..rundir import RunLock, claim
-    from ..tickets.sweep import LOCK_TOKEN_VARIABLE
+    from ..tickets.sweep import LOCK_TOKEN_VARIABLE, held_for_workers
 
-    claim(out, "search", resume=args.resume)
-    with RunLock(out) as lock:
+    with held_for_workers(out, args.resume) as token:
         try:
-            return launch(args.nproc, [*args.argv, "--out", out], env={LOCK_TOKEN_VARIABLE: lock.token, LAUNCHED_VARIABLE: "1"})
+            return launch(args.nproc, [*args.argv, "--out", out], env={LOCK_TOKEN_VARIABLE: token, LAUNCHED_VARIABLE: "1"})
         except JobFailed as exc:
             print(f"fastticket search: error: {exc}", file=sys.stderr)
             return 2 if exc.user_error else 1

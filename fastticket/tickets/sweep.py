@@ -18,6 +18,7 @@ tokenized splits are part of the configuration the workers compare, so a worker 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -84,19 +85,36 @@ def worker_record(workers: Workers) -> dict:
             "job": workers.job_id, "host": socket.gethostname(), "pid": os.getpid()}
 
 
+@contextlib.contextmanager
+def held_for_workers(out_dir: str, resume: bool):
+    """Claims `out_dir` for `search` and holds its lock while a launcher's workers run (yields the token they
+    join). A job that failed before its store started leaves no trace: the marker (and the directory) this
+    made are removed again when nothing else was written."""
+    from ..rundir import MARKER_FILE, RunLock, claim, owner
+
+    created_dir = not os.path.isdir(out_dir)
+    created_marker = created_dir or owner(out_dir) is None
+    claim(out_dir, "search", resume=resume)
+    try:
+        with RunLock(out_dir) as lock:
+            yield lock.token
+    finally:
+        if created_marker and os.path.isdir(out_dir) and os.listdir(out_dir) == [MARKER_FILE]:
+            os.unlink(os.path.join(out_dir, MARKER_FILE))
+            if created_dir:
+                os.rmdir(out_dir)
+
+
 def search_on_workers(nproc: int, model, task, options: dict):
     """ft.search(model, task, **options) on `nproc` workers of one job on this machine; returns worker 0's
     SearchResult. The caller checked the arguments; this claims the run directory and holds its lock for the job."""
-    from ..rundir import RunLock, claim
-
     out_dir = options.get("out_dir")
     if out_dir is None:
         raise ValueError(f"workers={nproc} needs out_dir: the run directory the workers share (on a file system "
                          f"every worker sees)")
-    claim(out_dir, "search", resume=options.get("resume", False))
-    with RunLock(out_dir) as lock:
+    with held_for_workers(out_dir, options.get("resume", False)) as token:
         try:
-            results = launch_function(nproc, search_worker, model, task, options, env={LOCK_TOKEN_VARIABLE: lock.token})
+            results = launch_function(nproc, search_worker, model, task, options, env={LOCK_TOKEN_VARIABLE: token})
         except JobFailed as exc:
             if exc.user_error:
                 raise ValueError(str(exc)) from None
