@@ -225,3 +225,22 @@ def test_bad_input_the_workers_find_is_one_line_and_leaves_nothing(tmp_path, one
     err = capfd.readouterr().err
     assert err.startswith("fastticket search: error: level 0.01 prunes nothing") and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_a_new_job_removes_what_killed_trials_left_half_written(tmp_path):
+    """A worker record or importance scores without their trial's row: the trial was killed between the two
+    writes and runs again; what finished stays."""
+    from fastticket.rundir import lock_scope
+    from fastticket.tickets.store import ResultStore
+
+    run = tmp_path / "run"
+    with lock_scope():
+        ResultStore(str(run)).start({"a": 1}, resume=False)
+    trials = run / "trials"
+    (trials / "seed1-full.json").write_text(json.dumps({"id": "seed1-full", "kind": "full", "seed": 1}))
+    for name in ("trials/seed1-full.worker", "importance-seed1.json", "trials/seed0-full.worker", "importance-seed0.json"):
+        (run / name).write_text("{}")
+    with lock_scope():
+        ResultStore(str(run)).start({"a": 1}, resume=True)
+    assert sorted(p.name for p in trials.iterdir()) == ["seed1-full.json", "seed1-full.worker"]
+    assert (run / "importance-seed1.json").exists() and not (run / "importance-seed0.json").exists()

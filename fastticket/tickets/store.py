@@ -12,14 +12,16 @@
     out_dir/importance-seed<s>.json, tickets/<id>.json, super_ticket.json
 
 A kill -9 at any point leaves only whole files: a trial is either finished (its file exists) or not. The
-temporary files of a killed writer, and worker files of trials whose row was never written, are removed
-when the next job starts. The workers of a multi-worker job: worker 0 start()s the store, the others join().
+temporary files of a killed writer, and the worker files and importance scores of trials whose row was
+never written, are removed when the next job starts (so no worker cuts tickets from scores that the rerun
+full trial is about to replace). The workers of a multi-worker job: worker 0 start()s the store, the others join().
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 
 from ..rundir import RunLock, claim, clean_leftovers, config_differences
@@ -53,6 +55,7 @@ class ResultStore:
         self.lock = RunLock(self.out_dir, token=lock_token, join=lock_token is not None, command=COMMAND).acquire()
         clean_leftovers(self.out_dir)
         self._remove_unfinished_worker_files()
+        self._remove_unfinished_importance()
         recorded = self.path("config.json")
         if os.path.exists(recorded):
             if not resume:
@@ -127,6 +130,13 @@ class ResultStore:
             if (name.endswith(WORKER_SUFFIX) and not name.startswith(".")
                     and not os.path.exists(os.path.join(self.trials_dir, trial_id + ".json"))):
                 os.unlink(os.path.join(self.trials_dir, name))
+
+    def _remove_unfinished_importance(self) -> None:
+        """importance-seed<s>.json without the row of seed<s>-full: that trial was killed after scoring."""
+        for name in os.listdir(self.out_dir):
+            match = re.fullmatch(r"importance-seed(-?\d+)\.json", name)
+            if match and not os.path.exists(os.path.join(self.trials_dir, f"seed{match.group(1)}-full.json")):
+                os.unlink(self.path(name))
 
     def write_json(self, name: str, obj) -> None:
         atomic_write_text(self.path(name), dumps(obj))
