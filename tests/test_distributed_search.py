@@ -170,6 +170,9 @@ def test_a_raising_worker_reports_its_trial_and_the_others_stop(tmp_path, one_th
 @pytest.mark.parametrize("argv, message", [
     (["--nproc", "0"], "nproc=0; allowed: an integer >= 1"),
     (["--nproc", "-2"], "nproc=-2; allowed: an integer >= 1"),
+    (["--nproc", "2", "--levels", "0.5,0.5"], "repeat a level"),  # search's checks, before any worker starts
+    (["--nproc", "2", "--kinds", "best"], "kind 'best' is unknown"),
+    (["--nproc", "2", "--backend", "fast"], "backend 'fast' is unknown"),
 ])
 def test_bad_nproc_is_one_line_before_any_work(tmp_path, argv, message, capsys):
     out = tmp_path / "run"

@@ -85,11 +85,10 @@ def run_search(args) -> int:
     import time as _time
 
     from ..defaults import display_name
+    from ..distributed import check_nproc, in_torchrun
     from ..rundir import check_target
     from ..tickets import search
     from ..utils import resolve_device
-
-    from ..distributed import check_nproc, in_torchrun
 
     if args.resume and not args.out:
         raise ValueError("--resume needs --out: the run directory to continue")
@@ -108,6 +107,10 @@ def run_search(args) -> int:
     check_target(out, "search", resume=args.resume)  # before loading anything (search checks again, then claims)
     resolve_device(args.device)
     if not worker and (args.nproc or 1) > 1:
+        from ..tickets.search import check_arguments
+
+        check_arguments(args.levels, args.kinds, args.seeds, ffn_levels=args.ffn_levels, estimator=args.estimator,
+                        importance_examples=args.importance_examples, backend=args.backend)
         return launch_workers(args, out)
     model = args.model
     if model is None:

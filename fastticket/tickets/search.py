@@ -195,6 +195,13 @@ def _workers(workers) -> Workers | None:
     return None if workers is not None and workers > 1 else Workers()
 
 
+def check_arguments(levels, kinds=("winning",), seeds=(0,), *, ffn_levels=None, estimator="paper",
+                    selection_fraction=0.1, importance_examples=None, backend="auto") -> None:
+    """search()'s checks that need no model or data (a launcher runs them before starting its workers)."""
+    levels = _check(levels, kinds, seeds, estimator, selection_fraction, importance_examples, backend)[0]
+    check_ffn_levels(levels, ffn_levels)
+
+
 def _check(levels, kinds, seeds, estimator, selection_fraction, importance_examples, backend):
     for level in levels:
         check_level(level)
