@@ -72,8 +72,9 @@ def super_ticket(run: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_nproc_2_equals_one_process(tmp_path, one_thread, capfd):
-    """`fastticket search --nproc 2` writes what the single-process run writes: rows, super tickets, model."""
+def test_nproc_2_and_torchrun_equal_one_process(tmp_path, one_thread, capfd):
+    """`fastticket search --nproc 2` and `torchrun --nproc-per-node 2 -m fastticket search` write what the
+    single-process run writes: rows, super tickets, model."""
     from tests.robustness.tiny import write_checkpoint, write_task
 
     model, data = write_checkpoint(tmp_path / "model"), write_task(tmp_path / "data")
@@ -92,6 +93,15 @@ def test_nproc_2_equals_one_process(tmp_path, one_thread, capfd):
     assert {r["rank"] for r in records.values()} == {0, 1} and len({r["job"] for r in records.values()}) == 1
     assert_clean(two)
     assert capfd.readouterr().out.count("super tickets per seed") == 2  # worker 0 reports, worker 1 does not
+
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "fastticket"]
+    job = subprocess.run([*torchrun, *base, "--out", str(tmp_path / "torchrun")], capture_output=True, text=True,
+                         timeout=300)
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert strip(json.loads((tmp_path / "torchrun" / "results.json").read_text())["rows"]) == strip(rows[0])
+    assert super_ticket(tmp_path / "torchrun") == super_ticket(one)
+    assert {r["rank"] for r in worker_records(tmp_path / "torchrun").values()} == {0, 1}
+    assert_clean(tmp_path / "torchrun")
 
 
 KILLED_JOB = """
@@ -247,3 +257,44 @@ def test_a_new_job_removes_what_killed_trials_left_half_written(tmp_path):
         ResultStore(str(run)).start({"a": 1}, resume=True)
     assert sorted(p.name for p in trials.iterdir()) == ["seed1-full.json", "seed1-full.worker"]
     assert (run / "importance-seed1.json").exists() and not (run / "importance-seed0.json").exists()
+
+
+class OtherWorkerHas(dist_workers.Workers):
+    """A worker of a 2-worker job whose partner already claimed `taken` (no store: claims are local)."""
+
+    def __init__(self, taken):
+        super().__init__(rank=1, world_size=2)
+        self.taken, self.checks = set(taken), 0
+
+    @property
+    def distributed(self):
+        return True
+
+    def claim_once(self, name):
+        return name.removeprefix("trial/") not in self.taken
+
+    def check(self):
+        self.checks += 1
+
+
+def test_trial_queue_full_trials_first_tickets_once_scored_never_a_claimed_trial():
+    from fastticket.tickets.sweep import TrialQueue
+    from fastticket.tickets.trials import plan_trials
+
+    trials = plan_trials((0.25, 0.5), ("winning",), (0, 1, 2))
+    scored, got = set(), []
+    for t in TrialQueue(dist_workers.Workers(), trials, {"seed1-full": {}, "seed2-winning-25": {}}, scored.__contains__):
+        got.append(t.id)
+        scored |= {t.seed} if t.kind == "full" else set()
+    assert got == ["seed0-full", "seed2-full", "seed0-winning-25", "seed0-winning-50", "seed1-winning-25",
+                   "seed1-winning-50", "seed2-winning-50"]  # seed 1 scored in an earlier job
+
+    worker = OtherWorkerHas({"seed0-full", "seed1-winning-25"})
+    scored, got = set(), []
+    # the other worker's full trial of seed 0 finishes while this one waits
+    ready = lambda seed: seed in scored or (seed == 0 and worker.checks >= 1)  # noqa: E731
+    for t in TrialQueue(worker, trials[:6], {}, ready):  # seeds 0 and 1
+        got.append(t.id)
+        scored |= {t.seed} if t.kind == "full" else set()
+    assert got == ["seed1-full", "seed1-winning-50", "seed0-winning-25", "seed0-winning-50"]
+    assert worker.checks == 1  # it waited once, checking for a failed worker

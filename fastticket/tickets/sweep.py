@@ -37,6 +37,9 @@ class TrialQueue:
         self.workers, self.importance_ready = workers, importance_ready
         order = sorted(trials, key=lambda t: t.kind != "full")  # stable: plan order within each group
         self.pending = [t for t in order if t.id not in finished]
+        # seeds whose full trial finished in an earlier job: their tickets can run (a missing scores file is
+        # then an error the trial names, not a wait that never ends)
+        self.scored = {t.seed for t in trials if t.kind == "full" and t.id in finished}
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -46,15 +49,15 @@ class TrialQueue:
             trial = self._claim_next()
             if trial is not None:
                 yield trial
-            elif not self.workers.distributed:  # alone: scores missing for good; the trial says which file
-                yield self.pending.pop(0)
             elif self.pending:
+                if not self.workers.distributed:  # cannot happen: a seed's full trial comes first
+                    raise RuntimeError(f"no trial can run: {[t.id for t in self.pending]} wait for importance scores")
                 self.workers.check()
                 time.sleep(POLL_SECONDS)
 
     def _claim_next(self) -> Trial | None:
         for trial in list(self.pending):
-            if trial.kind != "full" and not self.importance_ready(trial.seed):
+            if trial.kind != "full" and trial.seed not in self.scored and not self.importance_ready(trial.seed):
                 continue
             self.pending.remove(trial)  # claimed by this worker or by another: not offered again
             if self.workers.claim_once(f"trial/{trial.id}"):
