@@ -95,6 +95,6 @@ def raising_search(out: str):
 
 def two_searches(out: str):
     """Two searches in one job (a script's loop): each has its own claims and barriers."""
-    first = _search(out + "-a", levels=(0.5,), kinds=("winning",))
-    second = _search(out + "-b", levels=(0.5,), kinds=("winning",))
+    first = _search(out + "-a", levels=(0.5,), kinds=("winning",), seeds=(0, 1))
+    second = _search(out + "-b", levels=(0.5,), kinds=("winning",), seeds=(0,))
     return [r["id"] for r in first.rows], [r["id"] for r in second.rows]
