@@ -249,6 +249,7 @@ def launch_function(nproc: int, fn, *args, env: dict | None = None):
 
 
 def _run_job(nproc: int, entrypoint, args, env: dict):
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -265,6 +266,10 @@ def _run_job(nproc: int, entrypoint, args, env: dict):
         return elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as exc:
         raise root_failure(exc, nproc) from None
+    except SignalException as exc:  # the agent stopped the workers: Ctrl-C or a SIGTERM to this launcher
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        raise SystemExit(128 + int(exc.sigval)) from None
     finally:
         for lg, level in agent_loggers.items():
             lg.setLevel(level)
