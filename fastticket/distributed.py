@@ -77,6 +77,7 @@ class Workers:
                               is_master=rank == 0 and not agent, timeout=datetime.timedelta(seconds=timeout_s),
                               wait_for_workers=False)
         job = os.environ.get("TORCHELASTIC_RUN_ID") or os.environ["MASTER_ADDR"] + ":" + os.environ["MASTER_PORT"]
+        job += f"/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"  # a restarted job claims afresh
         return cls(rank, world, local, job, dist.PrefixStore(f"fastticket/{job}/", store))
 
     def scoped(self, name: str) -> "Workers":
