@@ -225,19 +225,29 @@ def test_two_searches_in_one_job_each_run_all_their_trials(tmp_path, one_thread)
 
 
 @pytest.mark.slow
-def test_bad_input_the_workers_find_is_one_line_and_leaves_nothing(tmp_path, one_thread, capfd):
-    """A level that prunes nothing is found once the workers loaded the model: the launcher prints the
-    workers' error once, exit 2, and removes the directory it had claimed (nothing else was written)."""
+def test_bad_input_the_workers_find_is_one_line_and_loses_nothing(tmp_path, one_thread, capfd):
+    """Found once the workers loaded the model: a level that prunes nothing (the launcher removes the directory
+    it had claimed: nothing else was written), a run directory of another configuration (kept as it was).
+    Either is the workers' error printed once by the launcher, exit 2."""
     from tests.robustness.tiny import write_checkpoint, write_task
 
     model, data = write_checkpoint(tmp_path / "model"), write_task(tmp_path / "data")
+    base = ["search", "--model", model, "--task", "local", "--data-dir", data, "--epochs", "1", "--max-length", "16"]
     capfd.readouterr()
     out = tmp_path / "run"
-    assert main(["search", "--model", model, "--task", "local", "--data-dir", data, "--levels", "0.01", "--epochs", "1",
-                 "--max-length", "16", "--nproc", "2", "--out", str(out)]) == 2
+    assert main([*base, "--levels", "0.01", "--nproc", "2", "--out", str(out)]) == 2
     err = capfd.readouterr().err
     assert err.startswith("fastticket search: error: level 0.01 prunes nothing") and err.count("\n") == 1, err
     assert not out.exists()
+
+    assert main([*base, "--levels", "0.5", "--out", str(out)]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capfd.readouterr()
+    assert main([*base, "--levels", "0.25", "--nproc", "2", "--resume", "--out", str(out)]) == 2
+    err = capfd.readouterr().err
+    assert err == (f"fastticket search: error: cannot resume {str(out)!r} with a different configuration "
+                   f"(levels: [0.5] -> [0.25])\n"), err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_a_new_job_removes_what_killed_trials_left_half_written(tmp_path):

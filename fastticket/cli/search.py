@@ -71,8 +71,9 @@ def run(args) -> int:
         return run_search(args)
     try:
         return run_search(args)
-    except WorkerFailed as exc:  # another worker failed and reports why
-        print(f"fastticket search: {exc}", file=sys.stderr)
+    except WorkerFailed as exc:  # another worker failed and reports why (or --nproc's launcher does)
+        if not os.environ.get(LAUNCHED_VARIABLE):
+            print(f"fastticket search: {exc}", file=sys.stderr)
         return 1
     except BaseException as exc:
         record_failure(exc)
