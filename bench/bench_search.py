@@ -8,9 +8,19 @@
                  (ft.fine_tune(..., head_mask=ticket.head_mask(), ffn_mask=ticket.ffn_mask()))
 Both sides: the embedded rotten_tomatoes (seeded subsets), 1 epoch, no early stopping, backend "auto",
 CUDA under bf16 autocast (ft.fine_tune's default there). P4 target: fastticket ≤ 0.55 × masked_dense.
-Run:  pytest bench/bench_search.py   (FASTTICKET_BENCH_SMOKE=1: a tiny random model and task, 2 levels)."""
+
+P4 scaling (test_search_workers): the same sweep over WORKER_SEEDS seeds (so several full trials can run at
+once) by ft.search(..., out_dir, workers=k) for each k in WORKERS — k=1 is the plain single-process search,
+k>1 a torch.distributed job on this machine (on CPU each worker gets cores // k threads, torchrun's rule; on
+one GPU the k workers share it). The report turns the wall times into trials/hour.
+Run:  pytest bench/bench_search.py   (FASTTICKET_BENCH_SMOKE=1: a tiny random model and task, 2 levels)
+      pytest bench/bench_search.py -k workers    (the scaling part alone; `fastticket bench search` runs both)."""
 
 import copy
+import itertools
+import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -26,6 +36,8 @@ SWEEP = scale(
     gpu=dict(levels=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), train=2048, eval=500, batch_size=32, max_length=128),
 )
 ROUNDS = scale(1, 2, 3)
+WORKERS = scale((1, 2), (1, 2), (1, 2, 4))  # 1 vs k workers (on one GPU: k workers share it)
+WORKER_SEEDS = (0, 1)
 
 
 def masked_sweep(pretrained, task, levels, train_n, eval_n, batch_size, seed=0):
@@ -87,3 +99,33 @@ def test_search_sweep(benchmark):
                                "levels": list(s["levels"]), "kinds": ["winning"], "epochs": 1, "patience": None,
                                "train_examples": s["train"], "eval_examples": s["eval"], "batch_size": s["batch_size"],
                                "max_length": s["max_length"], "trials": 1 + len(s["levels"])})
+
+
+def test_search_workers(benchmark):
+    """P4 scaling: the sweep on 1 and k workers (see the module docstring). Equal results are tests/'s job: here
+    each side keeps its own thread count, which may change the last bits on CPU."""
+    s = SWEEP
+    model, task = _smoke_setup() if SMOKE else _real_setup(s)
+    root = tempfile.mkdtemp(prefix="bench-search-workers-")
+    runs = itertools.count()
+    rows = {}
+
+    def sweep(k):
+        out = os.path.join(root, f"run{next(runs)}")
+        result = ft.search(model, task, levels=s["levels"], kinds=("winning",), seeds=WORKER_SEEDS, epochs=1,
+                           batch_size=s["batch_size"], patience=None, max_train_examples=s["train"],
+                           max_eval_examples=s["eval"], importance_examples=s["train"], progress=False, out_dir=out,
+                           workers=k)
+        rows[k] = [r["id"] for r in result.rows]
+        shutil.rmtree(out)
+
+    try:
+        results = interleaved(benchmark, {f"workers_{k}": (lambda k=k: sweep(k)) for k in WORKERS}, rounds=ROUNDS, warmup=0)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    assert len({tuple(r) for r in rows.values()}) == 1, f"the workers ran other trials: {rows}"
+    trials = len(WORKER_SEEDS) * (1 + len(s["levels"]))
+    record("search_workers", results, {"model": "all-MiniLM-L6-v2", "task": "rotten_tomatoes (embedded)",
+                                       "levels": list(s["levels"]), "seeds": list(WORKER_SEEDS), "trials": trials,
+                                       "train_examples": s["train"], "batch_size": s["batch_size"],
+                                       "max_length": s["max_length"], "cpu_count": os.cpu_count()})

@@ -70,7 +70,7 @@ def ratio_rows(recs: list[dict]) -> list[dict]:
     """P1–P5 rows: goal, config, measured ratio, pass/fail (None when not measurable)."""
     fused = "cpp" if recs[0]["device"].startswith("cpu") else "triton"
     return (_importance_rows(recs) + _attention_rows(recs, fused) + _rewind_rows(recs) + _search_rows(recs)
-            + _sharing_rows(recs))
+            + _search_workers_rows(recs) + _sharing_rows(recs))
 
 
 def _importance_rows(recs):
@@ -160,6 +160,23 @@ def _search_rows(recs):
                      "config": f"{c.get('trials', '?')} trials, {c.get('train_examples', '?')} train ex, B{c.get('batch_size', '?')} T≤{c.get('max_length', '?')} {c.get('dtype')}",
                      "ratio": val, "pass": None if val is None else val <= 0.55,
                      "note": _why(p, "fastticket", "masked_dense") or f"{f / 1e3:.1f} s vs {d / 1e3:.1f} s"})
+    return rows
+
+
+def _search_workers_rows(recs):
+    """P4 scaling (info): trials/hour of the sweep on k workers, and the speed-up over 1 worker."""
+    rows = []
+    for cfg, p in _groups(recs, "search_workers").items():
+        c = json.loads(cfg)
+        for k in sorted(int(n.split("_")[1]) for n in p if n != "workers_1"):
+            ms = _ms(p.get(f"workers_{k}"))
+            rate = f"{3600e3 * c['trials'] / ms:.0f} trials/h on {k} workers" if ms else ""
+            one = _ms(p.get("workers_1"))
+            rows.append({"goal": f"P4 scaling: sweep on 1 / on {k} workers (info)",
+                         "config": f"{c['trials']} trials, {c['train_examples']} train ex, {c.get('dtype')}",
+                         "ratio": _ratio(p, "workers_1", f"workers_{k}"), "pass": None,
+                         "note": _why(p, "workers_1", f"workers_{k}")
+                         or f"{rate} vs {3600e3 * c['trials'] / one:.0f} on 1"})
     return rows
 
 

@@ -41,3 +41,60 @@ def fail_or_stop(_: int) -> str:
             return str(exc)
         time.sleep(0.05)
     return "not stopped"
+
+
+# ------------------------------------------------------------------ whole searches (tests/test_distributed_search.py)
+
+def _search(out: str, **overrides):
+    import fastticket as ft
+    from tests.helpers import tiny_model
+    from tests.tickets.test_search import OPTIONS, tiny_task
+
+    return ft.search(tiny_model(num_labels=2), tiny_task(), out_dir=out, **{**OPTIONS, "seeds": (0, 1), **overrides})
+
+
+def slow_search(out: str):
+    """A search whose trials each take at least 0.5 s more (time for the test to kill a worker mid-run)."""
+    import sys
+
+    runner = sys.modules["fastticket.tickets.trial_runner"]
+    real = runner.fine_tune
+
+    def slow(*args, **kwargs):
+        result = real(*args, **kwargs)
+        time.sleep(0.5)
+        return result
+
+    runner.fine_tune = slow
+    return _search(out).rows
+
+
+def disagreeing_search(out: str):
+    """Worker 1 asks for other levels than worker 0."""
+    workers = Workers.from_env()
+    return _search(out, levels=(0.25, 0.5) if workers.rank == 0 else (0.25,)).rows
+
+
+def raising_search(out: str):
+    """Worker 1's first fine-tuning raises; worker 0's trials take 0.3 s more, so it is mid-trial then."""
+    import sys
+
+    runner = sys.modules["fastticket.tickets.trial_runner"]
+    real = runner.fine_tune
+    rank = Workers.from_env().rank
+
+    def fine_tune(*args, **kwargs):
+        if rank == 1:
+            raise RuntimeError("boom")
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    runner.fine_tune = fine_tune
+    return _search(out).rows
+
+
+def two_searches(out: str):
+    """Two searches in one job (a script's loop): each has its own claims and barriers."""
+    first = _search(out + "-a", levels=(0.5,), kinds=("winning",), seeds=(0, 1))
+    second = _search(out + "-b", levels=(0.5,), kinds=("winning",), seeds=(0,))
+    return [r["id"] for r in first.rows], [r["id"] for r in second.rows]

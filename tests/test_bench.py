@@ -92,6 +92,22 @@ def test_report_ratios(results):
     assert "| P1" in report.table(device, recs)
 
 
+def test_report_search_workers_scaling(results):
+    """P4 scaling: trials/hour on k workers and the speed-up over one (recorded by bench_search.py)."""
+    cfg = {"trials": 18, "train_examples": 48, "batch_size": 16, "max_length": 64}
+    (results / "search_workers.json").write_text(json.dumps(
+        [_rec("search_workers", "workers_1", cfg, 3600e3), _rec("search_workers", "workers_2", cfg, 1800e3)]))
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench import report
+    finally:
+        sys.path.remove(str(ROOT))
+    (_, recs), = report.load(results).items()
+    (row,) = [r for r in report.ratio_rows(recs) if r["goal"].startswith("P4 scaling")]
+    assert row["ratio"] == 2.0 and row["pass"] is None
+    assert row["note"] == "36 trials/h on 2 workers vs 18 on 1"
+
+
 def test_report_plots_and_cli(results, tmp_path):
     out = subprocess.run([sys.executable, "-m", "fastticket", "bench", "--report-only", "--results", str(results)],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)

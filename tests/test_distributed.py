@@ -59,3 +59,30 @@ def test_a_failure_stops_the_others_before_new_work(importable):
 def test_bad_nproc(bad):
     with pytest.raises(ValueError, match="nproc="):
         check_nproc(bad)
+
+
+def test_worker_device_is_local_rank_mod_gpu_count(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    job = Workers(rank=7, world_size=8, local_rank=3, store=object())  # several workers share one GPU
+    assert job.device() == job.device("cuda") == torch.device("cuda", 1)
+    assert job.device("cuda:0") == torch.device("cuda", 0) and job.device("cpu") == torch.device("cpu")
+    assert Workers().device("cuda") == torch.device("cuda")  # alone: as requested
+
+
+def test_a_restarted_attempt_has_its_own_claims(monkeypatch):
+    """torchrun --max-restarts reuses the agent's store: an attempt's claims must not hide trials from the next."""
+    import torch.distributed as dist
+
+    store = dist.HashStore()
+    monkeypatch.setattr(dist, "TCPStore", lambda *a, **k: store)
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "localhost",
+                        "MASTER_PORT": "1", "TORCHELASTIC_RUN_ID": "job"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    assert Workers.from_env().claim_once("trial/seed0-full")
+    assert not Workers.from_env().claim_once("trial/seed0-full")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert Workers.from_env().claim_once("trial/seed0-full")

@@ -1,9 +1,16 @@
 """fastticket search: the whole super-ticket search; with no arguments the embedded default (MiniLM +
-rotten_tomatoes, offline, about 10 minutes on 2 CPU cores)."""
+rotten_tomatoes, offline, about 10 minutes on 2 CPU cores).
+
+Many workers: `fastticket search --nproc N ...` checks the arguments and the output directory, claims and
+locks it, then runs N workers (`python -m fastticket search ...`, the same arguments) under torch elastic's
+agent and reports a failure in one line; under `torchrun ... -m fastticket search ...` each process is one
+worker. Worker 0 prints the results.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 
 from ..defaults import DEFAULT_TASK
 from ..tickets import ESTIMATORS, KINDS
@@ -54,25 +61,65 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out, running only what is missing")
     p.add_argument("--latency", action="store_true", help="time every winning level against the full model after the "
                                                           "search: measured and FLOP-ideal speed-up columns, latency.json")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="worker processes on this machine, one torch.distributed job (under torchrun: leave it out)")
     p.set_defaults(run=run)
 
 
+LAUNCHED_VARIABLE = "FASTTICKET_LAUNCHED"  # set by --nproc's launcher: it reports the workers' errors
+
+
 def run(args) -> int:
+    """run_search; a torchrun worker records its error for the job's report (distributed.record_failure)."""
+    from ..distributed import WorkerFailed, in_torchrun, record_failure
+
+    if not in_torchrun():
+        return run_search(args)
+    try:
+        return run_search(args)
+    except WorkerFailed as exc:  # another worker failed and reports why (or --nproc's launcher does)
+        if not os.environ.get(LAUNCHED_VARIABLE):
+            print(f"fastticket search: {exc}", file=sys.stderr)
+        return 1
+    except BaseException as exc:
+        record_failure(exc)
+        if isinstance(exc, ValueError) and os.environ.get(LAUNCHED_VARIABLE):
+            return 2  # --nproc's launcher prints it once
+        raise
+
+
+def run_search(args) -> int:
     import time as _time
 
     from ..defaults import display_name
+    from ..distributed import check_nproc, in_torchrun
     from ..rundir import check_target
     from ..tickets import search
     from ..utils import resolve_device
 
     if args.resume and not args.out:
         raise ValueError("--resume needs --out: the run directory to continue")
+    worker = in_torchrun()
+    if args.nproc is not None:
+        check_nproc(args.nproc)
+        if worker and not os.environ.get(LAUNCHED_VARIABLE):
+            raise ValueError(f"--nproc {args.nproc} inside a torchrun job; allowed: torchrun's --nproc-per-node "
+                             f"(and --nnodes), or --nproc without torchrun")
+    if worker and not args.out:
+        raise ValueError("under torchrun --out is needed: the run directory every worker shares")
     task = args.task or DEFAULT_TASK
     local = local_task_options(args, task)
     config = train_config(args, default_preset(task))
     out = args.out or os.path.join("runs", f"{task}-{_time.strftime('%Y%m%d-%H%M%S')}")
     check_target(out, "search", resume=args.resume)  # before loading anything (search checks again, then claims)
     resolve_device(args.device)
+    if not worker and (args.nproc or 1) > 1:
+        from ..tickets.search import check_arguments
+
+        check_arguments(args.levels, args.kinds, args.seeds, ffn_levels=args.ffn_levels, estimator=args.estimator,
+                        importance_examples=args.importance_examples, backend=args.backend,
+                        granularity=args.granularity, neuron_multiple=args.neuron_multiple)
+        return launch_workers(args, out)
     model = args.model
     if model is None:
         from ..defaults import default_model_path
@@ -88,6 +135,8 @@ def run(args) -> int:
         importance_examples=args.importance_examples, device=args.device, backend=args.backend, resume=args.resume,
         granularity=args.granularity, neuron_multiple=args.neuron_multiple,
     )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # worker 0 reports
     name = task if isinstance(task, str) else task.name
     print(f"\n{display_name(model)} on {name}: {result.config['train_examples']} training, "
           f"{result.config['selection_examples']} selection and {result.config['heldout_examples']} held-out examples")
@@ -108,6 +157,20 @@ def run(args) -> int:
     written = [f for f in OUTPUTS if os.path.exists(os.path.join(out, f.rstrip("/")))]
     print(f"\nwrote {out}/: {', '.join(written)}")
     return 0
+
+
+def launch_workers(args, out: str) -> int:
+    """--nproc N: claims and locks `out`, runs N workers with the same arguments (and this --out), joining the
+    lock; a failed job is one line naming the worker and its error (2 for bad input, else 1)."""
+    from ..distributed import JobFailed, launch
+    from ..tickets.sweep import LOCK_TOKEN_VARIABLE, held_for_workers
+
+    with held_for_workers(out, args.resume) as token:
+        try:
+            return launch(args.nproc, [*args.argv, "--out", out], env={LOCK_TOKEN_VARIABLE: token, LAUNCHED_VARIABLE: "1"})
+        except JobFailed as exc:
+            print(f"fastticket search: error: {exc}", file=sys.stderr)
+            return 2 if exc.user_error else 1
 
 
 OUTPUTS = ("config.json", "results.json", "super_ticket.json", "phase_transition.png", "super_ticket_model/")

@@ -5,7 +5,7 @@
     super_ticket_model/    a copy of the chosen super ticket's model (report.chosen_super_ticket), made
                            when the search settles; ft.load_pruned and `fastticket export RUN` read it
 
-Protocol, safe with several processes finishing trials of one seed at once (a later multi-worker sweep):
+Protocol, safe with several processes finishing trials of one seed at once (the workers of a sweep, sweep.py):
 a finished winning trial re-reads the finished rows of its seed and exports its model only if it beats
 all of them (report.pick_key), then writes its row, then removes the model of every finished row of that
 seed that is not the seed's best. Rows never change, so a trial that lost once never becomes best, and a

@@ -8,12 +8,14 @@ super ticket is its winning ticket with the best selection score; results.json r
 mean ± std against the full model with a paired t-test over seeds (report.py). The one exported super
 ticket (out_dir/super_ticket_model, read by ft.load_pruned and `fastticket export`) follows the rule in
 report.py: the level most seeds picked. The trial list (trials.py), the trial loop (trial_runner.py), the
-kept models (kept_models.py) and the result store (store.py) stay apart, so trials can be fanned out.
+kept models (kept_models.py) and the result store (store.py) stay apart, so trials fan out over
+torch.distributed workers (sweep.py): under torchrun every worker calls search() and takes its share.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ import torch
 
 from ..data.metrics import primary_metric
 from ..data.task import Task, check_task_fits, check_task_name, load_task
+from ..distributed import Workers, check_nproc, in_torchrun, records_failures, stop_on_sigterm
 from ..rundir import check_target, code_version, fingerprint_dataset, model_identity, releases_run_locks
 from ..utils import resolve_device
 from ..defaults import display_name
@@ -32,6 +35,7 @@ from .importance import ESTIMATORS, Importance
 from .kept_models import SUPER_MODEL_DIR
 from .select import KINDS, check_granularity, check_level, select
 from .store import ResultStore
+from .sweep import search_on_workers, start_store
 from .ticket import Ticket
 from .trial_runner import SELECTION_SEED, Runner, SearchData, fresh_model, split_dev
 from .trials import PAPER_LEVELS, Trial, check_ffn_levels, plan_trials, resolve_ffn_levels
@@ -39,6 +43,7 @@ from .trials import PAPER_LEVELS, Trial, check_ffn_levels, plan_trials, resolve_
 __all__ = ["search", "SearchResult", "split_dev", "SELECTION_SEED", "SUPER_MODEL_DIR", "PAPER_LEVELS"]
 
 _fresh = fresh_model  # bench/bench_search.py imports this name
+_SEARCHES = itertools.count()  # the n-th search() of each worker of a job is the same search (its store scope)
 
 
 @dataclass
@@ -93,6 +98,7 @@ class SearchResult:
         return plot_phase_transition(self.rows, path, self.config.get("metric", "score"), title)
 
 
+@records_failures  # in a worker of a job: the launcher (or torchrun) reports this worker's error
 @releases_run_locks  # the run lock store.start takes is released when search returns or raises
 def search(
     model,
@@ -114,6 +120,7 @@ def search(
     progress: bool = True,
     granularity: str = "ffn",
     neuron_multiple: int = 64,
+    workers: int | None = None,
     **train_options,
 ) -> SearchResult:
     """Runs (or resumes) a super-ticket search; see the module docstring. `model`: a checkpoint dir, hub
@@ -125,14 +132,25 @@ def search(
     max_train_examples=, max_eval_examples=, ...). ffn_levels: the fraction of FFNs pruned at each level
     (one per level, each in [0, 1)), "authors" (k FFNs at level k/10, the authors' BERT-base pairing) or
     None (the levels themselves). granularity="neuron": each level prunes FFN neurons at its FFN level instead
-    of whole FFNs (select(..., granularity="neuron", neuron_multiple=...), widths rounded to neuron_multiple)."""
+    of whole FFNs (select(..., granularity="neuron", neuron_multiple=...), widths rounded to neuron_multiple).
+
+    workers: run the trials on that many worker processes of one torch.distributed job on this machine
+    (needs out_dir; returns worker 0's result, equal to a single-process run's). Under torchrun every worker
+    calls search() with the same arguments (workers=None) and the job shares the trials."""
+    arguments = dict(locals())  # as given: what launched workers receive
     train_config = as_config("paper" if config is None else config, **train_options)
     levels, kinds, seeds = _check(levels, kinds, seeds, estimator, selection_fraction, importance_examples, backend)
     check_granularity(granularity, neuron_multiple)  # the width check needs the model: below
     check_ffn_levels(levels, ffn_levels)
+    job = _workers(workers)  # None: this process launches `workers` workers
     device = resolve_device(device)
     if out_dir is not None:  # the user's files, another command's run, an unwritable path: refused now
         check_target(out_dir, "search", resume=resume)
+    if job is None:
+        return search_on_workers(workers, model, task, _worker_options(arguments))
+    if job.distributed and out_dir is None:
+        raise ValueError(f"a search on {job.world_size} workers needs out_dir (--out): the run directory they share")
+    device, progress = job.device(device), progress and job.is_main  # cuda:(local_rank mod GPUs); one progress bar
     pretrained, task = _load_checked(model, task, train_config.max_length, data_dir, backend)
     if getattr(task, "max_length", None):  # a Task given tokenized: its length is the run's
         train_config = train_config.replace(max_length=task.max_length)
@@ -150,17 +168,47 @@ def search(
     }
     store = ResultStore(out_dir) if out_dir is not None else None
     if store is not None:
-        store.start(run_config, resume)
+        start_store(job, store, run_config, resume)
     if train_config.dropout is None:  # the task's task-layer dropout (0.3 MNLI, 0.05 CoLA, 0.1 otherwise)
         train_config = train_config.replace(dropout=task.dropout)
-    runner = Runner(pretrained, task, data, train_config, estimator, backend, device, progress, store, selection)
+    runner = Runner(pretrained, task, data, train_config, estimator, backend, device, progress, store, selection, job)
     rows, chosen = runner.run(plan_trials(levels, kinds, seeds, ffn))
     result = SearchResult(rows, run_config, out_dir=out_dir, tickets=runner.tickets)
     if chosen is not None:
         result.super_row, result.super_ticket = chosen, runner.tickets[chosen["id"]]
-    if store is not None:
+    if store is not None and job.is_main:  # worker 0 draws, once, at the end
         result.plot()
     return result
+
+
+def _worker_options(arguments: dict) -> dict:
+    """search()'s keyword arguments for its launched workers: the same, less model, task and workers."""
+    options = {k: v for k, v in arguments.items() if k not in ("model", "task", "workers", "train_options")}
+    return {**options, **arguments["train_options"]}
+
+
+def _workers(workers) -> Workers | None:
+    """This process's place in the job that runs the search: alone, a torchrun worker, or None when it is to
+    launch `workers` workers itself."""
+    if workers is not None:
+        check_nproc(workers)
+    if in_torchrun():
+        stop_on_sigterm()  # the agent ends the others with SIGTERM when one fails: leave no lock or temp file
+        job = Workers.from_env().scoped(f"search-{next(_SEARCHES)}")
+        if workers is not None and workers != job.world_size:
+            raise ValueError(f"workers={workers} inside a torchrun job of {job.world_size} workers; allowed: None "
+                             f"(torchrun's --nproc-per-node and --nnodes set the workers)")
+        return job
+    return None if workers is not None and workers > 1 else Workers()
+
+
+def check_arguments(levels, kinds=("winning",), seeds=(0,), *, ffn_levels=None, estimator="paper",
+                    selection_fraction=0.1, importance_examples=None, backend="auto", granularity="ffn",
+                    neuron_multiple=64) -> None:
+    """search()'s checks that need no model or data (a launcher runs them before starting its workers)."""
+    levels = _check(levels, kinds, seeds, estimator, selection_fraction, importance_examples, backend)[0]
+    check_granularity(granularity, neuron_multiple)
+    check_ffn_levels(levels, ffn_levels)
 
 
 def _check(levels, kinds, seeds, estimator, selection_fraction, importance_examples, backend):

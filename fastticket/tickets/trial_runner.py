@@ -4,13 +4,16 @@ A trial: the pre-trained model with its task layer re-initialized from the seed 
 the trial's ticket (a physically compact model) unless it is the full model, fine-tuned with the run's
 TrainConfig, then evaluated on the selection split, the held-out split and every extra dev split (MNLI's
 dev_mismatched). The full trial also scores importance. Per trial the store receives, in this order: the
-importance (full trials), the model when it is its seed's best winner so far (kept_models), the row, the
-pruning of models that stopped being best, results.json. run() ends by settling the super tickets.
+importance (full trials), the model when it is its seed's best winner so far (kept_models), the worker
+record, the row, the pruning of models that stopped being best, results.json. run() ends by settling the
+super tickets. On many workers (distributed.Workers) each runs the trials it claims (sweep.TrialQueue); once
+all are finished, worker 0 settles and writes the final files, as a single process would.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..data.batching import seeded_subset
 from ..data.metrics import primary_metric
+from ..distributed import WorkerFailed, Workers
 from ..models import TicketModel
 from ..report import chosen_super_ticket, results_document, seed_super_tickets
 from ..train import TrainConfig, evaluate, fine_tune
@@ -27,6 +31,7 @@ from .importance import Importance, importance
 from .rewind import rewind, ticket_of
 from .select import round_half_up, select
 from .store import ResultStore
+from .sweep import TrialQueue, worker_record
 from .ticket import Ticket
 from .trials import Trial
 
@@ -83,12 +88,18 @@ def param_counts(model: TicketModel) -> dict:
     return {"total": sum(p.numel() for p in model.parameters()), "encoder": encoder}
 
 
+class TrialFailed(RuntimeError):
+    """A trial raised on one worker of a job (its id and error); the other workers stop."""
+
+
 class Runner:
     def __init__(self, pretrained, task, data: SearchData, config: TrainConfig, estimator: str, backend: str, device,
-                 progress: bool, store: ResultStore | None, selection: dict | None = None):
+                 progress: bool, store: ResultStore | None, selection: dict | None = None,
+                 workers: Workers | None = None):
         self.pretrained, self.task, self.data, self.config = pretrained, task, data, config
         self.selection = dict(selection or {})  # select()'s granularity options ({} = whole FFNs)
         self.estimator, self.backend, self.device, self.progress, self.store = estimator, backend, device, progress, store
+        self.workers = workers if workers is not None else Workers()
         self.full_params = param_counts(pretrained)
         self.metric = primary_metric(task)
         self.scores: dict[int, Importance] = {}
@@ -97,18 +108,22 @@ class Runner:
     def run(self, trials: list[Trial]) -> tuple[list[dict], dict | None]:
         """(rows in plan order, the chosen super ticket's row or None)."""
         done = self.store.finished() if self.store is not None else {}
-        bar = tqdm(trials, desc=f"search {self.task.name}", unit="trial", disable=not self.progress)
-        for trial in bar:
+        queue = TrialQueue(self.workers, trials, done, self.importance_ready)
+        bar = tqdm(total=len(trials), initial=len(trials) - len(queue), desc=f"search {self.task.name}", unit="trial",
+                   disable=not self.progress)
+        for trial in queue:
             bar.set_postfix_str(trial.id)
-            if trial.id not in done:
-                done[trial.id] = self.run_trial(trial)
-                self._write_results(done, trials)
-            elif trial.kind == "full":
-                self.scores[trial.seed] = Importance.load(self.store.path(f"importance-seed{trial.seed}.json"))
-            else:
-                self.tickets[trial.id] = Ticket.from_dict(done[trial.id]["ticket"])
+            done[trial.id] = self.run_claimed(trial)
+            bar.update(self._write_results(done, trials) - bar.n)  # every worker's finished trials
+        bar.close()
+        self.workers.barrier("trials-finished")
+        if self.workers.distributed:
+            done = self.store.finished()  # every worker's rows
         rows = [done[t.id] for t in trials if t.id in done]
-        if self.store is None:
+        for row in rows:
+            if row["kind"] != "full" and row["id"] not in self.tickets:
+                self.tickets[row["id"]] = Ticket.from_dict(row["ticket"])
+        if self.store is None or not self.workers.is_main:
             return rows, chosen_super_ticket(seed_super_tickets(rows))
         chosen = kept_models.settle(self.store, rows)
         if chosen is not None:
@@ -116,12 +131,39 @@ class Runner:
         self.store.write_json("results.json", results_document(rows))
         return rows, chosen
 
+    def importance_ready(self, seed: int) -> bool:
+        """Whether `seed`'s importance scores exist (in memory or as a file another worker or an earlier job wrote)."""
+        return seed in self.scores or (self.store is not None and os.path.exists(self.importance_path(seed)))
+
+    def importance_path(self, seed: int) -> str:
+        return self.store.path(f"importance-seed{seed}.json")
+
+    def scores_of(self, seed: int) -> Importance:
+        if seed not in self.scores:
+            self.scores[seed] = Importance.load(self.importance_path(seed))
+        return self.scores[seed]
+
+    def run_claimed(self, trial: Trial) -> dict:
+        """run_trial; on many workers, a failure is reported to the others (trial id and error) before it raises."""
+        try:
+            return self.run_trial(trial)
+        except WorkerFailed:
+            raise
+        except Exception as exc:
+            if not self.workers.distributed:
+                raise
+            what = f"trial {trial.id}: {type(exc).__name__}: {exc}"
+            self.workers.fail(what)
+            if isinstance(exc, ValueError):  # bad input found during the trial (a corrupt file): still exit 2
+                raise ValueError(f"{self.workers.name()}: {what}") from exc
+            raise TrialFailed(what) from exc
+
     def run_trial(self, trial: Trial) -> dict:
         start = time.perf_counter()
         net = fresh_model(self.pretrained, trial.seed)
         if trial.kind != "full":
             ffn = None if trial.ffn == trial.level else trial.ffn
-            self.tickets[trial.id] = select(self.scores[trial.seed], trial.level, kind=trial.kind, seed=trial.seed,
+            self.tickets[trial.id] = select(self.scores_of(trial.seed), trial.level, kind=trial.kind, seed=trial.seed,
                                             ffn_sparsity=ffn, **self.selection)
             net = rewind(net, self.tickets[trial.id])  # compact: pruned structures cost nothing from here on
         result = fine_tune(net, self.data.train, self.data.selection, config=self.config, metric=self.task,
@@ -131,11 +173,12 @@ class Runner:
                                                  batch_size=self.config.batch_size, backend=self.backend, progress=False,
                                                  granularity=self.selection.get("granularity", "ffn"))
             if self.store is not None:  # before the row: a finished full trial always has its scores
-                self.store.write_json(f"importance-seed{trial.seed}.json", self.scores[trial.seed].to_dict())
+                self.store.write_json(os.path.basename(self.importance_path(trial.seed)), self.scores[trial.seed].to_dict())
         row = self.row(trial, net, result, start)
         if self.store is not None:
             if trial.kind == "winning":  # the model first, then its row
                 kept_models.keep_if_best(self.store, row, net)
+            self.store.write_worker(trial.id, worker_record(self.workers))
             self.store.write_row(trial.id, row)
             if trial.kind == "winning":
                 kept_models.prune(self.store, trial.seed)
@@ -163,6 +206,12 @@ class Runner:
             "ticket": ticket.to_dict(), **neurons,
         }
 
-    def _write_results(self, done: dict, trials: list[Trial]) -> None:
+    def _write_results(self, done: dict, trials: list[Trial]) -> int:
+        """Rewrites results.json (with other workers' rows too; worker 0 rewrites it at the end); returns the
+        number of finished trials."""
+        if self.store is not None and self.workers.distributed:
+            done = self.store.finished()
+        rows = [done[t.id] for t in trials if t.id in done]
         if self.store is not None:
-            self.store.write_json("results.json", results_document([done[t.id] for t in trials if t.id in done]))
+            self.store.write_json("results.json", results_document(rows))
+        return len(rows)
