@@ -5,7 +5,8 @@ levels 0.1 … 0.8 (winning tickets), 5 seeds, and the paper's hyper-parameters 
 (TrainConfig.paper(task): Adamax, lr 5e-5, batch 32, 10 % warm-up, clip 1, task-layer dropout 0.1 / 0.3
 MNLI / 0.05 CoLA, 6 epochs — 3 for MNLI and QNLI as in the authors' scripts — with early stopping, max
 length 512) and, by default, the authors' FFN pairing (k FFNs at level k/10 on BERT-base). Each task's
-search is its own resumable run directory OUT/<task>/; run_task() runs one, so a sweep can fan tasks out.
+search is its own resumable run directory OUT/<task>/; on several workers (workers=N, or torchrun) every
+task's trials are shared by the job, task after task.
 
 Table 1 (table1.md / table1.json): per task the full model (ST-DNN) and the per-seed super tickets
 (SuperT), mean over seeds of the held-out dev scores (in %, the task's metrics as the paper reports them;
@@ -21,7 +22,9 @@ import os
 import statistics
 from dataclasses import dataclass, field
 
+from .distributed import JobFailed, Workers, check_nproc, in_torchrun, launch_function, records_failures
 from .report import paired_p_value, seed_super_tickets
+from .rundir import claim
 from .tickets.trials import PAPER_LEVELS
 from .train import TrainConfig
 from .utils import atomic_write_text
@@ -99,25 +102,80 @@ def run_task(plan: GluePlan, task: str, out_dir: str, progress: bool = True):
 
 
 def reproduce_glue(plan: GluePlan, out_dir: str, resume: bool = False, progress: bool = True,
-                   paper: str | None = None) -> dict:
+                   paper: str | None = None, workers: int | None = None) -> dict:
     """Runs every task of the plan in turn (what is finished is skipped), rewriting Table 1 after each;
-    paper: whose published numbers go beside ours ("base" / "large"; default: by the model's depth)."""
-    record = os.path.join(out_dir, "reproduce.json")
-    if os.path.isfile(record):
-        with open(record, encoding="utf-8") as f:
-            old = json.load(f)
-        if not resume:
-            raise ValueError(f"{out_dir!r} already holds a reproduction; pass --resume to continue it, or choose another --out")
-        diff = sorted(k for k in set(old) | set(plan.to_dict()) if old.get(k) != plan.to_dict().get(k))
-        if diff:
-            raise ValueError(f"cannot resume {out_dir!r} with a different plan ({', '.join(f'{k}: {old.get(k)!r} -> {plan.to_dict().get(k)!r}' for k in diff)})")
-    else:
-        atomic_write_text(record, json.dumps(plan.to_dict(), indent=1, sort_keys=True))
-    table = None
+    paper: whose published numbers go beside ours ("base" / "large"; default: by the model's depth).
+    workers: one torch.distributed job of that many processes on this machine shares every task's trials
+    (under torchrun, leave it None: every worker calls reproduce_glue and the job shares them)."""
+    paper = paper or paper_model(plan.model)
+    if workers is not None:
+        check_nproc(workers)
+    job = _job(workers)
+    if job is None or job.is_main:
+        _checked(job, start_record, plan, out_dir, resume)
+    if job is None:  # this process launches the workers
+        run_on_workers(workers, reproduce_worker, plan, out_dir, progress, paper)
+        return table1(out_dir, plan.tasks, paper)
+    job.barrier("plan")  # the others start once worker 0 has checked or written the plan
     for task in plan.tasks:
-        run_task(plan, task, out_dir, progress)
-        table = write_table1(out_dir, plan.tasks, paper or paper_model(plan.model))
-    return table
+        run_task(plan, task, out_dir, progress and job.is_main)
+        if job.is_main:
+            write_table1(out_dir, plan.tasks, paper)
+    return table1(out_dir, plan.tasks, paper)
+
+
+def start_record(plan: GluePlan, out_dir: str, resume: bool) -> None:
+    """Claims out_dir for `reproduce` (never a directory of someone else's files) and writes the plan, or on
+    resume checks that the plan is the recorded one."""
+    claim(out_dir, "reproduce", resume=resume)  # refuses an earlier reproduction without resume
+    record = os.path.join(out_dir, "reproduce.json")
+    if not os.path.isfile(record):
+        atomic_write_text(record, json.dumps(plan.to_dict(), indent=1, sort_keys=True))
+        return
+    with open(record, encoding="utf-8") as f:
+        old, new = json.load(f), plan.to_dict()
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        raise ValueError(f"cannot resume {out_dir!r} with a different plan "
+                         f"({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in diff)})")
+
+
+def _job(workers):
+    """This process's workers: a torchrun job's (scoped to the reproduction), alone, or None when it is to
+    launch `workers` processes itself."""
+    if in_torchrun():
+        job = Workers.from_env().scoped("reproduce")
+        if workers is not None and workers != job.world_size:
+            raise ValueError(f"workers={workers} inside a torchrun job of {job.world_size} workers; allowed: None "
+                             f"(torchrun's --nproc-per-node and --nnodes set the workers)")
+        return job
+    return None if workers is not None and workers > 1 else Workers()
+
+
+def _checked(job, fn, *args):
+    """fn(*args); a failure stops the job's other workers too (they wait for worker 0 at a barrier)."""
+    try:
+        fn(*args)
+    except BaseException as exc:
+        if job is not None:
+            job.fail(str(exc))
+        raise
+
+
+def run_on_workers(nproc: int, fn, *args):
+    """fn(*args) on nproc workers; a worker's bad input is one ValueError here, as without workers."""
+    try:
+        return launch_function(nproc, fn, *args)
+    except JobFailed as exc:
+        if exc.user_error:
+            raise ValueError(str(exc)) from None
+        raise
+
+
+@records_failures
+def reproduce_worker(plan: GluePlan, out_dir: str, progress: bool, paper: str) -> None:
+    """One worker of reproduce_glue(workers=N) (module-level: spawned workers import it)."""
+    reproduce_glue(plan, out_dir, resume=True, progress=progress, paper=paper)
 
 
 def task_scores(task: str, row: dict) -> list[float]:

@@ -122,7 +122,7 @@ def test_resume_runs_nothing_again_and_other_plans_are_refused(reproduction, cap
     assert open(os.path.join(out, "table1.json")).read() == before
     capsys.readouterr()
     assert main(["reproduce", "glue", "--model", model, "--data-dir", data, "--out", out, *ARGS]) == 2
-    assert "already holds a reproduction; pass --resume" in capsys.readouterr().err
+    assert "already holds a `fastticket reproduce` run; pass --resume" in capsys.readouterr().err
     assert main(["reproduce", "glue", "--model", model, "--data-dir", data, "--out", out, "--resume", *ARGS, "--seeds", "0"]) == 2
     assert "different plan (seeds: [0, 1] -> [0])" in capsys.readouterr().err
 
@@ -162,3 +162,52 @@ def test_plan_defaults_are_the_papers():
     rte, mnli, cola = plan.config("rte"), plan.config("mnli"), plan.config("cola")
     assert (rte.lr, rte.batch_size, rte.epochs, rte.max_length, rte.warmup, rte.clip) == (5e-5, 32, 6, 512, 0.1, 1.0)
     assert mnli.epochs == 3 and cola.epochs == 6 and cola.dropout is None  # dropout: the task's (0.05 CoLA)
+
+
+
+@pytest.mark.slow
+def test_nproc_2_equals_one_process(tmp_path, monkeypatch):
+    """Two workers share every task's trials (each trial run once, both workers busy) and write the rows and
+    Table 1 of one process (one torch thread everywhere, so the numbers are bit-identical)."""
+    from pathlib import Path
+
+    from tests.test_distributed_search import ROOT, TORCHRUN, assert_each_trial_ran_once, strip
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for name in TORCHRUN:
+        monkeypatch.delenv(name, raising=False)
+    model, data = tiny_checkpoint(tmp_path / "model"), tiny_glue(tmp_path / "glue")
+    args = ["reproduce", "glue", "--model", model, "--data-dir", data, "--tasks", "rte,stsb", "--seeds", "0,1",
+            "--levels", "0.5", "--ffn-levels", "levels", "--epochs", "1", "--max-length", "64"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main([*args, "--out", str(tmp_path / "one")]) == 0
+        assert main([*args, "--out", str(tmp_path / "two"), "--nproc", "2"]) == 0
+    ranks = set()
+    for task in ("rte", "stsb"):
+        rows = [json.loads((tmp_path / d / task / "results.json").read_text())["rows"] for d in ("one", "two")]
+        assert len(rows[0]) == 4 and strip(rows[0]) == strip(rows[1])
+        ranks |= {r["rank"] for r in assert_each_trial_ran_once(Path(tmp_path / "two" / task), rows[1]).values()}
+    assert ranks == {0, 1}
+    tables = [json.loads((tmp_path / d / "table1.json").read_text()) for d in ("one", "two")]
+    assert tables[0] == tables[1] and sorted(tables[1]["tasks"]) == ["rte", "stsb"]
+
+
+def test_bad_nproc_is_one_line_before_any_work(tmp_path, capsys):
+    args = ["reproduce", "glue", "--model", str(tmp_path), "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert main([*args, "--nproc", "0"]) == 2
+    assert "nproc=0; allowed: an integer >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_directory_of_other_files_is_never_written(tmp_path, capsys, monkeypatch):
+    """--out a folder of the user's files (a table1.md of their own, say) is refused before any training."""
+    monkeypatch.setattr(sys.modules["fastticket.tickets.trial_runner"], "fine_tune", None)
+    model, data = tiny_checkpoint(tmp_path / "model"), tiny_glue(tmp_path / "glue")
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "table1.md").write_text("my notes")
+    assert main(["reproduce", "glue", "--model", model, "--data-dir", data, "--out", str(mine), *ARGS]) == 2
+    assert "is not empty and has no" in capsys.readouterr().err
+    assert sorted(os.listdir(mine)) == ["table1.md"] and (mine / "table1.md").read_text() == "my notes"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 def fractions_arg(option: str, example: str = "0.1,0.2,0.3"):
     """An argparse type for comma-separated fractions whose error names `option`."""
@@ -118,3 +119,26 @@ def seeded_subsets(task, args):
     return task
 
 
+
+
+LAUNCHED_VARIABLE = "FASTTICKET_LAUNCHED"  # set by --nproc's launcher: it reports the workers' errors
+
+
+def run_as_worker(command: str, fn, args) -> int:
+    """fn(args); in a torchrun worker an error is recorded for the job's report (distributed.record_failure),
+    and a worker stopped by another's failure prints one line (nothing when --nproc's launcher reports it)."""
+    from ..distributed import WorkerFailed, in_torchrun, record_failure
+
+    if not in_torchrun():
+        return fn(args)
+    try:
+        return fn(args)
+    except WorkerFailed as exc:
+        if not os.environ.get(LAUNCHED_VARIABLE):
+            print(f"fastticket {command}: {exc}", file=sys.stderr)
+        return 1
+    except BaseException as exc:
+        record_failure(exc)
+        if isinstance(exc, ValueError) and os.environ.get(LAUNCHED_VARIABLE):
+            return 2  # --nproc's launcher prints it once
+        raise

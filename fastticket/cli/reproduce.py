@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from .common import levels_arg, names_arg, seeds_arg
+from .common import levels_arg, names_arg, run_as_worker, seeds_arg
 from .search import ffn_levels_arg
 from .training import add_train_options, named_errors, train_overrides
 
@@ -31,6 +31,8 @@ def add_parser(sub) -> None:
     p.add_argument("--paper-model", default=None, choices=("base", "large"),
                    help="whose published numbers to print beside ours (default: large for a 24-layer model, else base)")
     add_train_options(p, None)
+    p.add_argument("--nproc", type=int, default=None,
+                   help="worker processes on this machine sharing every task's trials (under torchrun: leave it out)")
     p.add_argument("--device", default=None)
     p.add_argument("--backend", default="auto")
     p.epilog = ("Training: every task runs TrainConfig.paper(task) (lr 5e-5, batch 32, 6 epochs, 3 for MNLI/QNLI, "
@@ -39,10 +41,19 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    return run_as_worker("reproduce", run_reproduce, args)
+
+
+def run_reproduce(args) -> int:
+    from ..distributed import in_torchrun
     from ..reproduce import GluePlan, format_table1, reproduce_glue
+    from ..rundir import check_target
+    from ..utils import resolve_device
 
     if args.resume and not args.out:
         raise ValueError("--resume needs --out: the reproduction directory to continue")
+    if in_torchrun() and not args.out:
+        raise ValueError("under torchrun --out is needed: the reproduction directory every worker shares")
     if not os.path.isdir(args.data_dir):
         raise ValueError(f"--data-dir {args.data_dir!r} is not a directory; allowed: a GLUE root (RTE/, MRPC/, ...)")
     overrides = {"max_length": 512, **train_overrides(args)}
@@ -50,7 +61,11 @@ def run(args) -> int:
                         levels=args.levels, ffn_levels=args.ffn_levels, overrides=overrides, device=args.device,
                         backend=args.backend)
     out = args.out or os.path.join("runs", f"reproduce-glue-{time.strftime('%Y%m%d-%H%M%S')}")
-    table = reproduce_glue(plan, out, resume=args.resume, paper=args.paper_model)
+    check_target(out, "reproduce", resume=args.resume)
+    resolve_device(args.device)
+    table = reproduce_glue(plan, out, resume=args.resume, paper=args.paper_model, workers=args.nproc)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # worker 0 reports
     print()
     print(format_table1(table, plan.tasks))
     print(f"\nwrote {out}/table1.md, {out}/table1.json and one search run per task ({', '.join(plan.tasks)})")

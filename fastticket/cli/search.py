@@ -14,7 +14,8 @@ import sys
 
 from ..defaults import DEFAULT_TASK
 from ..tickets import ESTIMATORS, KINDS
-from .common import add_local_task_options, format_ticket, levels_arg, local_task_options, names_arg, seeds_arg
+from .common import (LAUNCHED_VARIABLE, add_local_task_options, format_ticket, levels_arg, local_task_options, names_arg,
+                     run_as_worker, seeds_arg)
 from .training import add_train_options, train_config
 
 
@@ -66,26 +67,8 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-LAUNCHED_VARIABLE = "FASTTICKET_LAUNCHED"  # set by --nproc's launcher: it reports the workers' errors
-
-
 def run(args) -> int:
-    """run_search; a torchrun worker records its error for the job's report (distributed.record_failure)."""
-    from ..distributed import WorkerFailed, in_torchrun, record_failure
-
-    if not in_torchrun():
-        return run_search(args)
-    try:
-        return run_search(args)
-    except WorkerFailed as exc:  # another worker failed and reports why (or --nproc's launcher does)
-        if not os.environ.get(LAUNCHED_VARIABLE):
-            print(f"fastticket search: {exc}", file=sys.stderr)
-        return 1
-    except BaseException as exc:
-        record_failure(exc)
-        if isinstance(exc, ValueError) and os.environ.get(LAUNCHED_VARIABLE):
-            return 2  # --nproc's launcher prints it once
-        raise
+    return run_as_worker("search", run_search, args)
 
 
 def run_search(args) -> int:
