@@ -23,7 +23,6 @@ import shutil
 import tempfile
 
 import pytest
-import torch
 
 import fastticket as ft
 from _record import DEVICE, SMOKE, interleaved, record, scale
@@ -42,20 +41,20 @@ WORKER_SEEDS = (0, 1)
 
 def masked_sweep(pretrained, task, levels, train_n, eval_n, batch_size, seed=0):
     """ft.search's schedule, with masked dense models instead of compact ones (no result store)."""
-    from fastticket.tickets.search import SELECTION_SEED, _fresh, split_dev
+    from fastticket.tickets.trial_runner import SELECTION_SEED, fresh_model, split_dev
 
     train = seeded_subset(task.train, train_n, seed=SELECTION_SEED)
     selection, heldout = split_dev(seeded_subset(task.dev, eval_n, seed=SELECTION_SEED), 0.1)
     schedule = dict(epochs=1, lr=5e-5, batch_size=batch_size, warmup=0.1, patience=None, dropout=task.dropout,
                     device=DEVICE, progress=False)
     pre = copy.deepcopy(pretrained).cpu().eval()
-    net = _fresh(pre, seed)
+    net = fresh_model(pre, seed)
     ft.fine_tune(net, train, selection, metric=task, seed=seed, **schedule)
     scores = ft.importance(net, train, batch_size=batch_size, progress=False)
     rows = []
     for level in levels:
         ticket = ft.select(scores, level, kind="winning", seed=seed)
-        net = _fresh(pre, seed)
+        net = fresh_model(pre, seed)
         hm, fm = ticket.head_mask(device=DEVICE), ticket.ffn_mask(device=DEVICE)
         ft.fine_tune(net, train, selection, metric=task, seed=seed, head_mask=hm, ffn_mask=fm, **schedule)
         rows.append((ft.evaluate(net, selection, metric=task, batch_size=2 * batch_size, device=DEVICE, head_mask=hm, ffn_mask=fm),

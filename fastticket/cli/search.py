@@ -74,7 +74,6 @@ def run(args) -> int:
 def run_search(args) -> int:
     import time as _time
 
-    from ..defaults import display_name
     from ..distributed import check_nproc, in_torchrun
     from ..rundir import check_target
     from ..tickets import search
@@ -120,6 +119,14 @@ def run_search(args) -> int:
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # worker 0 reports
+    report(result, task, model, out, args)
+    return 0
+
+
+def report(result, task, model, out: str, args) -> None:
+    """The run's summary: data sizes, the table (or its latency columns), the super ticket, what was written."""
+    from ..defaults import display_name
+
     name = task if isinstance(task, str) else task.name
     print(f"\n{display_name(model)} on {name}: {result.config['train_examples']} training, "
           f"{result.config['selection_examples']} selection and {result.config['heldout_examples']} held-out examples")
@@ -139,7 +146,6 @@ def run_search(args) -> int:
         print("\nno super ticket: no winning ticket was searched (--kinds has no 'winning')")
     written = [f for f in OUTPUTS if os.path.exists(os.path.join(out, f.rstrip("/")))]
     print(f"\nwrote {out}/: {', '.join(written)}")
-    return 0
 
 
 def launch_workers(args, out: str) -> int:

@@ -114,38 +114,11 @@ def load_task(
     data.local). metric / dropout override the task's defaults; max_examples keeps the first N rows of
     each split (quick runs).
     """
-    from . import glue
-    from .metrics import METRICS, REGRESSION_METRICS, primary_metric
+    from .metrics import REGRESSION_METRICS, primary_metric
 
-    check_task_name(name)
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise ValueError(f"max_length={max_length}; allowed: an integer >= 2")
-    if max_examples is not None and (not isinstance(max_examples, int) or max_examples < 1):
-        raise ValueError(f"max_examples={max_examples!r}; allowed: None (all) or an integer >= 1")
-    if dropout is not None and not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout={dropout}; allowed: a float in [0, 1)")
-    if metric is not None and metric not in METRICS:
-        raise ValueError(f"metric {metric!r} is unknown; allowed: {list(METRICS)}")
-    if name != "local" and (text_columns is not None or label_names is not None or regression is not None):
-        raise ValueError(f"text_columns / label_names / regression are for task 'local' only (got task {name!r})")
-    if name in EMBEDDED_TASKS:
-        if data_dir is not None:
-            raise ValueError(f"task {name!r} is embedded; it takes no data_dir (use 'local' for files)")
-        file, default_metric, num_labels = EMBEDDED_TASKS[name]
-        raw = _read_embedded(os.path.join(EMBEDDED_DIR, file))
-        raw = {s: glue.RawSplit(raw[s]["text"], None, raw[s]["labels"]) for s in ("train", "dev")}
-        names, metrics, task_dropout = EMBEDDED_LABELS.get(name), (default_metric,), TASK_DROPOUT
-    elif name == "local":
-        from .local import read_local
-
-        raw, names, num_labels = read_local(data_dir, text_columns, label_column, label_names, regression)
-        default_metric = "pearson_spearman" if num_labels == 1 else "accuracy"
-        metrics, task_dropout = (), TASK_DROPOUT
-    else:
-        spec = glue.SPECS[name]
-        raw = glue.read_glue(name, data_dir)
-        default_metric, metrics, num_labels = spec.metric, spec.metrics, spec.num_labels
-        names, task_dropout = spec.label_names, spec.dropout
+    _check_options(name, max_length, max_examples, dropout, metric, text_columns, label_names, regression)
+    raw, names, num_labels, default_metric, metrics, task_dropout = _read_raw(
+        name, data_dir, text_columns, label_column, label_names, regression)
     chosen = metric or default_metric
     if (num_labels == 1) != (primary_metric(chosen) in REGRESSION_METRICS):
         kind = "regression" if num_labels == 1 else "classification"
@@ -161,6 +134,43 @@ def load_task(
         data_dir=os.path.realpath(data_dir) if data_dir is not None else None, max_length=max_length,
     )
 
+
+def _check_options(name, max_length, max_examples, dropout, metric, text_columns, label_names, regression) -> None:
+    from .metrics import METRICS
+
+    check_task_name(name)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"max_length={max_length}; allowed: an integer >= 2")
+    if max_examples is not None and (not isinstance(max_examples, int) or max_examples < 1):
+        raise ValueError(f"max_examples={max_examples!r}; allowed: None (all) or an integer >= 1")
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout={dropout}; allowed: a float in [0, 1)")
+    if metric is not None and metric not in METRICS:
+        raise ValueError(f"metric {metric!r} is unknown; allowed: {list(METRICS)}")
+    if name != "local" and (text_columns is not None or label_names is not None or regression is not None):
+        raise ValueError(f"text_columns / label_names / regression are for task 'local' only (got task {name!r})")
+
+
+def _read_raw(name, data_dir, text_columns, label_column, label_names, regression):
+    """The task's raw splits and what it defines: (raw, label names, num_labels, default metric, the
+    metrics it reports, task-layer dropout)."""
+    from . import glue
+
+    if name in EMBEDDED_TASKS:
+        if data_dir is not None:
+            raise ValueError(f"task {name!r} is embedded; it takes no data_dir (use 'local' for files)")
+        file, default_metric, num_labels = EMBEDDED_TASKS[name]
+        raw = _read_embedded(os.path.join(EMBEDDED_DIR, file))
+        raw = {s: glue.RawSplit(raw[s]["text"], None, raw[s]["labels"]) for s in ("train", "dev")}
+        return raw, EMBEDDED_LABELS.get(name), num_labels, default_metric, (default_metric,), TASK_DROPOUT
+    if name == "local":
+        from .local import read_local
+
+        raw, names, num_labels = read_local(data_dir, text_columns, label_column, label_names, regression)
+        return raw, names, num_labels, "pearson_spearman" if num_labels == 1 else "accuracy", (), TASK_DROPOUT
+    spec = glue.SPECS[name]
+    raw = glue.read_glue(name, data_dir)
+    return raw, spec.label_names, spec.num_labels, spec.metric, spec.metrics, spec.dropout
 
 def resolve_tokenizer(tokenizer):
     if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):

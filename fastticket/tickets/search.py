@@ -37,12 +37,11 @@ from .select import KINDS, check_granularity, check_level, select
 from .store import ResultStore
 from .sweep import search_on_workers, start_store
 from .ticket import Ticket
-from .trial_runner import SELECTION_SEED, Runner, SearchData, fresh_model, split_dev
+from .trial_runner import SELECTION_SEED, Runner, SearchData, split_dev
 from .trials import PAPER_LEVELS, Trial, check_ffn_levels, plan_trials, resolve_ffn_levels
 
 __all__ = ["search", "SearchResult", "split_dev", "SELECTION_SEED", "SUPER_MODEL_DIR", "PAPER_LEVELS"]
 
-_fresh = fresh_model  # bench/bench_search.py imports this name
 _SEARCHES = itertools.count()  # the n-th search() of each worker of a job is the same search (its store scope)
 
 

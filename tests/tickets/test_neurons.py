@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fastticket as ft
-from fastticket.models import blocks, task_loss
+from fastticket.models import task_loss
 from fastticket.tickets import Importance, Ticket
 from fastticket.tickets.rewind import rewind, ticket_of
 from fastticket.tickets.kept_models import SUPER_MODEL_DIR
