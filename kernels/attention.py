@@ -78,6 +78,27 @@ def head_bases(b, h, s_b, s_h):
     return b.to(tl.int64) * s_b + h.to(tl.int64) * s_h
 
 
+@triton.jit
+def program_head(LENS, H, T, HAS_LENS: tl.constexpr):
+    """(bh, b, h, L) of this program (B·H on grid axis 0); L: the example's length (T without lengths)."""
+    bh = tl.program_id(0)
+    b = bh // H
+    h = bh % H
+    L = T
+    if HAS_LENS:
+        L = tl.minimum(tl.load(LENS + b), T).to(tl.int32)
+    return bh, b, h, L
+
+
+@triton.jit
+def head_scale(SCALE, b, h, s_sb, s_sh, HAS_SCALE: tl.constexpr):
+    """ξ of head (b, h) in fp32; 1 without head scales."""
+    xi = 1.0
+    if HAS_SCALE:
+        xi = tl.load(SCALE + b * s_sb + h * s_sh).to(tl.float32)
+    return xi
+
+
 # ------------------------------------------------------------------------------------------------ forward
 
 
@@ -130,13 +151,8 @@ def _attn_fwd(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """One query tile of one (b, h): out = ξ · softmax(q kᵀ·scale + bias, masked) v, lse (base 2) if kept."""
-    bh = tl.program_id(0)
+    bh, b, h, L = program_head(LENS, H, T, HAS_LENS)
     m0 = tl.program_id(1) * BLOCK_M
-    b = bh // H
-    h = bh % H
-    L = T
-    if HAS_LENS:
-        L = tl.minimum(tl.load(LENS + b), T).to(tl.int32)
     q_idx = m0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     omask = (q_idx[:, None] < T) & (offs_d[None, :] < D)

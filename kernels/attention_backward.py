@@ -18,8 +18,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .attention import (INTERPRET, TUNING_KEY, allowed, block_d, dropout_keep, head_bases, key_range, prune,
-                        query_range, t_bucket, tile_configs)
+from .attention import (INTERPRET, TUNING_KEY, allowed, block_d, dropout_keep, head_bases, head_scale, key_range,
+                        program_head, prune, query_range, t_bucket, tile_configs)
 
 
 @triton.jit
@@ -91,15 +91,8 @@ def _attn_bwd_fused(
 
     With all keys in the tile, r_t = Σ_j P̃_tj (dout_t·v_j) = ⟨dout_t, ctx_t⟩ comes from the fp32 P and dP
     of this loop (no read of the output, exact for a pruned head too) and Δ_t = ξ·r_t."""
-    bh = tl.program_id(0)
-    b = bh // H
-    h = bh % H
-    L = T
-    if HAS_LENS:
-        L = tl.minimum(tl.load(LENS + b), T).to(tl.int32)
-    xi = 1.0
-    if HAS_SCALE:
-        xi = tl.load(SCALE + b * s_sb + h * s_sh).to(tl.float32)
+    bh, b, h, L = program_head(LENS, H, T, HAS_LENS)
+    xi = head_scale(SCALE, b, h, s_sb, s_sh, HAS_SCALE)
     qk_scale = sm_scale * 1.4426950408889634
     q_off, do_off, g_off = head_bases(b, h, s_qb, s_qh), head_bases(b, h, s_db, s_dh), head_bases(b, h, s_gb, s_gh)
     bias_off, dbias_off = head_bases(b, h, s_bb, s_bh), head_bases(b, h, s_xb, s_xh)
@@ -175,13 +168,8 @@ def _attn_bwd_prep(
     DROPOUT: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """One query tile: Δ_t = ⟨dout_t, out_t⟩ per row, and this tile's Σ r_t, Σ |r_t| (r_t = Δ_t / ξ)."""
-    bh = tl.program_id(0)
+    bh, b, h, L = program_head(LENS, H, T, HAS_LENS)
     pid_m = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    L = T
-    if HAS_LENS:
-        L = tl.minimum(tl.load(LENS + b), T).to(tl.int32)
     q_idx = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     rows = (q_idx[:, None] < T) & (offs_d[None, :] < D)
@@ -216,16 +204,9 @@ def _attn_bwd_dkdv(
     DROPOUT: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """One key tile: dV = ξ Σ_i P̃ᵀ dout_i, dK = scale Σ_i dSᵀ q_i over the queries that may attend it."""
-    bh = tl.program_id(0)
+    bh, b, h, L = program_head(LENS, H, T, HAS_LENS)
+    xi = head_scale(SCALE, b, h, s_sb, s_sh, HAS_SCALE)
     n0 = tl.program_id(1) * BLOCK_N
-    b = bh // H
-    h = bh % H
-    L = T
-    if HAS_LENS:
-        L = tl.minimum(tl.load(LENS + b), T).to(tl.int32)
-    xi = 1.0
-    if HAS_SCALE:
-        xi = tl.load(SCALE + b * s_sb + h * s_sh).to(tl.float32)
     q_off, do_off, bias_off = head_bases(b, h, s_qb, s_qh), head_bases(b, h, s_db, s_dh), head_bases(b, h, s_bb, s_bh)
     n = n0 + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -266,16 +247,9 @@ def _attn_bwd_dq(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """One query tile: dQ = scale Σ_j dS k_j over its keys (and d bias = dS); zeros for padded query tiles."""
-    bh = tl.program_id(0)
+    bh, b, h, L = program_head(LENS, H, T, HAS_LENS)
+    xi = head_scale(SCALE, b, h, s_sb, s_sh, HAS_SCALE)
     m0 = tl.program_id(1) * BLOCK_M
-    b = bh // H
-    h = bh % H
-    L = T
-    if HAS_LENS:
-        L = tl.minimum(tl.load(LENS + b), T).to(tl.int32)
-    xi = 1.0
-    if HAS_SCALE:
-        xi = tl.load(SCALE + b * s_sb + h * s_sh).to(tl.float32)
     k_off, v_off, bias_off = head_bases(b, h, s_kb, s_kh), head_bases(b, h, s_vb, s_vh), head_bases(b, h, s_bb, s_bh)
     q_idx = m0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
