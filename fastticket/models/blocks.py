@@ -45,6 +45,16 @@ def activation(name: str):
     return _ACTIVATIONS[name]
 
 
+
+def select_kept(module, scale):
+    """scale's last-dim entries at module.kept (a compact module's heads or neurons), the index cached on the
+    module per device; scale itself when the module keeps every entry."""
+    if scale is None or module.kept is None:
+        return scale
+    if module._kept_index is None or module._kept_index.device != scale.device:
+        module._kept_index = torch.tensor(module.kept, dtype=torch.long, device=scale.device)
+    return scale.index_select(-1, module._kept_index)
+
 class OutputBias(nn.Module):
     """W_O of a layer that keeps no head: only its bias is left (state-dict name `attention.o.bias`)."""
 
@@ -94,11 +104,7 @@ class Attention(nn.Module):
 
     def _select(self, scale):
         """The kept heads' columns of an [H] / [B, H] mask or probe in the original layout."""
-        if scale is None or self.kept is None:
-            return scale
-        if self._kept_index is None or self._kept_index.device != scale.device:
-            self._kept_index = torch.tensor(self.kept, dtype=torch.long, device=scale.device)
-        return scale.index_select(-1, self._kept_index)
+        return select_kept(self, scale)
 
     def forward(self, x, lengths, head_scale, abs_probe, backend, table=None, projection_backend="auto",
                 positions: PositionContext | None = None):
@@ -226,11 +232,7 @@ class FeedForward(nn.Module):
 
     def _select(self, scale):
         """The held neurons' entries of an [I] / [B, I] neuron mask or probe in the original layout."""
-        if scale is None or self.kept is None:
-            return scale
-        if self._kept_index is None or self._kept_index.device != scale.device:
-            self._kept_index = torch.tensor(self.kept, dtype=torch.long, device=scale.device)
-        return scale.index_select(-1, self._kept_index)
+        return select_kept(self, scale)
 
     def skip(self, x: torch.Tensor) -> torch.Tensor:
         """The output when the FFN is pruned (ν = 0): LayerNorm(x) post-norm, x pre-norm."""

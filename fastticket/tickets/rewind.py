@@ -94,16 +94,22 @@ def _kept_neurons(cfg, ticket: Ticket, kept_ffn: list[bool]):
     return kept, positions
 
 
+def _slice_linears(state: dict, prefix: str, row_linears, column_linears, index: torch.Tensor) -> None:
+    """Keeps `index` of the output rows (weight and bias, where present) of row_linears and of the input
+    columns of column_linears, in place."""
+    for p in row_linears:
+        for name in (f"{prefix}{p}.weight", f"{prefix}{p}.bias"):
+            if name in state:
+                state[name] = state[name].index_select(0, index)
+    for p in column_linears:
+        state[f"{prefix}{p}.weight"] = state[f"{prefix}{p}.weight"].index_select(1, index)
+
+
 def _compact_ffn(state: dict, prefix: str, positions: list[int]) -> None:
     """Slices one FFN's entries of `state` (in place) to the held neurons at `positions`: up/gate rows (and
     biases), down columns."""
     index = torch.tensor(positions, dtype=torch.long, device=state[f"{prefix}up.weight"].device)
-    for p in NEURON_ROW_LINEARS:
-        for name in (f"{prefix}{p}.weight", f"{prefix}{p}.bias"):
-            if name in state:
-                state[name] = state[name].index_select(0, index)
-    for p in NEURON_COLUMN_LINEARS:
-        state[f"{prefix}{p}.weight"] = state[f"{prefix}{p}.weight"].index_select(1, index)
+    _slice_linears(state, prefix, NEURON_ROW_LINEARS, NEURON_COLUMN_LINEARS, index)
 
 
 def _compact_layer(state: dict, prefix: str, positions: list[int], held: int, head_dim: int, keep_ffn: bool) -> None:
@@ -119,12 +125,7 @@ def _compact_layer(state: dict, prefix: str, positions: list[int], held: int, he
     elif len(positions) != held:
         device = state[f"{att}q.weight"].device
         rows = torch.tensor([p * head_dim + i for p in positions for i in range(head_dim)], dtype=torch.long, device=device)
-        for p in HEAD_ROW_LINEARS:
-            for name in (f"{att}{p}.weight", f"{att}{p}.bias"):
-                if name in state:
-                    state[name] = state[name].index_select(0, rows)
-        for p in HEAD_COLUMN_LINEARS:
-            state[f"{att}{p}.weight"] = state[f"{att}{p}.weight"].index_select(1, rows)
+        _slice_linears(state, att, HEAD_ROW_LINEARS, HEAD_COLUMN_LINEARS, rows)
     if not keep_ffn:
         for name in [n for n in state if n.startswith(f"{prefix}ffn.") and not n.startswith(f"{prefix}ffn.norm.")]:
             state.pop(name)
