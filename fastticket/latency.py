@@ -31,12 +31,18 @@ REPORT_FILE = "latency.json"
 
 def check_options(config, batch_size: int, seq_len: int, engine: str, repeats: int, device, warmup: int = 0) -> torch.device:
     """One ValueError naming the first bad option, before any work; returns the device."""
+    dev = check_settings(batch_size, engine, repeats, device, warmup)
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 1 <= seq_len <= config.max_length:
+        raise ValueError(f"sequence length {seq_len!r}; allowed: 1..{config.max_length} (the model's maximum)")
+    return dev
+
+
+def check_settings(batch_size: int, engine: str, repeats: int, device, warmup: int = 0) -> torch.device:
+    """check_options without the model: what can be refused before a model is loaded."""
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r} is not supported; allowed: {ENGINES}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch size {batch_size!r}; allowed: an integer >= 1")
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 1 <= seq_len <= config.max_length:
-        raise ValueError(f"sequence length {seq_len!r}; allowed: 1..{config.max_length} (the model's maximum)")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats {repeats!r}; allowed: an integer >= 1")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
@@ -47,7 +53,7 @@ def check_options(config, batch_size: int, seq_len: int, engine: str, repeats: i
             raise ValueError(f"engine 'onnxruntime' runs on the CPU here; device {device!r} is not allowed with it")
         from .models.onnx_export import require_onnx
 
-        require_onnx(("onnx", "onnxscript", "onnxruntime"))
+        require_onnx(("onnx", "onnxscript", "onnxruntime"), what="engine 'onnxruntime'")
     return dev
 
 
@@ -180,10 +186,17 @@ def format_report(report: dict) -> str:
 
 
 def check_report_path(path) -> None:
-    """Refuses, before any work, a report path that holds something other than an earlier latency report."""
+    """Refuses, before any work, a report path that holds something other than an earlier latency report, or
+    whose directory cannot be created or written (a file where a folder should be, no permission)."""
+    from .rundir import check_writable
+
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ValueError(f"{path!r} is a directory; the latency report is a file")
+    try:
+        check_writable(os.path.dirname(os.path.abspath(path)))
+    except ValueError as exc:
+        raise ValueError(f"latency report {path!r}: {exc}") from None
     if os.path.lexists(path):
         try:
             with open(path, encoding="utf-8") as f:

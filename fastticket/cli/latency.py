@@ -27,7 +27,10 @@ def add_parser(sub) -> None:
 
 
 def is_run_dir(path: str) -> bool:
-    return all(os.path.isfile(os.path.join(path, f)) for f in ("config.json", "results.json"))
+    """A search run: its results files, or its marker (a run still in progress is named as such by read_run)."""
+    from ..rundir import owner
+
+    return all(os.path.isfile(os.path.join(path, f)) for f in ("config.json", "results.json")) or owner(path) == "search"
 
 
 def run(args) -> int:
@@ -41,8 +44,13 @@ def run(args) -> int:
     run_dir = is_run_dir(target)
     if args.all_levels and not run_dir:
         raise ValueError(f"--all-levels needs a search run directory; {args.target!r} is not one")
-    out = args.out or (os.path.join(target, latency.REPORT_FILE) if run_dir else f"{target}-{latency.REPORT_FILE}")
+    if args.out is not None and not args.out.strip():
+        raise ValueError("--out ''; allowed: a report file path (or no --out)")
+    # beside MODEL_DIR, named from its absolute path: "." would put a hidden ".-latency.json" inside it
+    out = args.out or (os.path.join(target, latency.REPORT_FILE) if run_dir
+                       else f"{os.path.abspath(target)}-{latency.REPORT_FILE}")
     latency.check_report_path(out)
+    latency.check_settings(args.batch_size, args.engine, args.repeats, args.device, args.warmup)  # before loading
     rows = read_run(target)[1] if run_dir else None
     source = os.path.join(target, SUPER_MODEL_DIR) if run_dir else target
     if run_dir and not os.path.isdir(source):
@@ -54,7 +62,8 @@ def run(args) -> int:
     if args.all_levels:
         tickets = latency.level_tickets(rows, full)
     else:
-        tickets = [({"label": "super ticket" if run_dir else os.path.basename(target)}, ticket)]
+        label = "super ticket" if run_dir else os.path.basename(os.path.abspath(target))
+        tickets = [({"label": label}, ticket)]
     report = latency.measure(full, tickets, engine=args.engine, batch_size=args.batch_size, seq_len=seq_len,
                              repeats=args.repeats, warmup=args.warmup, device=args.device)
     report["source"] = os.path.abspath(target)

@@ -23,11 +23,11 @@ OPSET = 18
 REQUIRED = ("onnx", "onnxscript")
 
 
-def require_onnx(modules: tuple[str, ...] = REQUIRED) -> None:
-    """One ValueError line, before any work, when an ONNX package is missing."""
+def require_onnx(modules: tuple[str, ...] = REQUIRED, what: str = "format 'onnx'") -> None:
+    """One ValueError line, before any work, when an ONNX package is missing; `what` names what needs it."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise ValueError(f"format 'onnx' needs {', '.join(missing)} (not installed); install the extra: "
+        raise ValueError(f"{what} needs {', '.join(missing)} (not installed); install the extra: "
                          "pip install 'fastticket[onnx]'")
 
 
@@ -82,7 +82,7 @@ def write_onnx(model, directory: str, labels: dict) -> None:
 
 def onnx_session(directory: str, threads: int | None = None):
     """An onnxruntime CPU session of an ONNX export and its input names."""
-    require_onnx(("onnxruntime",))
+    require_onnx(("onnxruntime",), what="running an ONNX export")
     import onnxruntime
 
     with open(os.path.join(directory, META_FILE), encoding="utf-8") as f:

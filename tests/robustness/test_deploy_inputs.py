@@ -97,3 +97,70 @@ def test_ticket_refuses_an_hf_compact_or_onnx_export_as_checkpoint(run_dir, task
     for path, message in ((hf_compact, "is an hf-compact export"), (str(tmp_path / "onnx-like"), "has neither")):
         assert main(["ticket", "--checkpoint", path, "--task", "local", "--data-dir", task_dir]) == 2
         one_error_line(capsys, repr(path), message, "allowed: a compact export")
+
+
+# ------------------------------------------------------------------------------------------------ latency
+
+QUICK = ["--batch-size", "2", "--seq-len", "4", "--repeats", "1", "--warmup", "0", "--device", "cpu"]
+
+
+@pytest.fixture
+def model_dir(run_dir, tmp_path):
+    """A compact export of the run's super ticket."""
+    return ft.export(ft.load_pruned(os.path.join(run_dir, "super_ticket_model")), tmp_path / "model", format="compact")
+
+
+def test_latency_of_dot_writes_the_report_beside_the_model_not_into_it(model_dir, capsys, monkeypatch):
+    """`cd MODEL_DIR && fastticket latency .` wrote a hidden `.-latency.json` into the export (which then
+    could no longer be replaced by an export: it held a file the export did not write)."""
+    before = sorted(os.listdir(model_dir))
+    monkeypatch.chdir(model_dir)
+    assert main(["latency", ".", *QUICK]) == 0
+    assert f"wrote {model_dir}-latency.json" in capsys.readouterr().out
+    assert sorted(os.listdir(model_dir)) == before
+    assert json.loads(open(f"{model_dir}-latency.json").read())["results"][0]["label"] == "model"
+
+
+def no_loading(monkeypatch):
+    import fastticket.models
+
+    monkeypatch.setattr(fastticket.models, "load_pruned", lambda *a, **k: pytest.fail("loaded a model first"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "FILE/report.json"], "is not a directory"),
+    (["--out", ""], "--out ''; allowed: a report file path"),
+    (["--batch-size", "0"], "batch size 0; allowed: an integer >= 1"),
+    (["--repeats", "-1"], "repeats -1; allowed: an integer >= 1"),
+    (["--device", "bogus"], "device 'bogus' is not a device"),
+])
+def test_latency_options_and_report_path_are_checked_before_loading(model_dir, tmp_path, capsys, monkeypatch, argv, message):
+    """A report under a file was an OSError (status 1) after the timing; the other options were checked only
+    after the model was loaded."""
+    (tmp_path / "file").write_text("x")
+    argv = [a.replace("FILE", str(tmp_path / "file")) for a in argv]
+    no_loading(monkeypatch)
+    assert main(["latency", model_dir, *QUICK, *argv]) == 2
+    one_error_line(capsys, message)
+    assert (tmp_path / "file").read_text() == "x" and not os.path.exists(f"{model_dir}-latency.json")
+
+
+def test_latency_of_an_unfinished_run_says_so(run_dir, tmp_path, capsys):
+    """A run without results.json yet was taken for a model directory: "checkpoint ... has model_type None"."""
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("fastticket_run.json", "config.json"):
+        (partial / name).write_bytes(open(os.path.join(run_dir, name), "rb").read())
+    assert main(["latency", str(partial), *QUICK]) == 2
+    one_error_line(capsys, "is not a fastticket search run directory (no results.json)")
+    assert sorted(os.listdir(partial)) == ["config.json", "fastticket_run.json"]
+
+
+def test_onnxruntime_engine_without_onnx_names_the_engine(model_dir, capsys, monkeypatch):
+    """The message said "format 'onnx' needs ..." to a user who asked for --engine onnxruntime."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("onnx") else real(name, *a))
+    assert main(["latency", model_dir, *QUICK, "--engine", "onnxruntime"]) == 2
+    one_error_line(capsys, "engine 'onnxruntime' needs onnx, onnxscript, onnxruntime (not installed)")
