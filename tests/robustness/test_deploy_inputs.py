@@ -164,3 +164,30 @@ def test_onnxruntime_engine_without_onnx_names_the_engine(model_dir, capsys, mon
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("onnx") else real(name, *a))
     assert main(["latency", model_dir, *QUICK, "--engine", "onnxruntime"]) == 2
     one_error_line(capsys, "engine 'onnxruntime' needs onnx, onnxscript, onnxruntime (not installed)")
+
+
+def test_compile_engine_never_times_the_compilation(model_dir, monkeypatch):
+    """With --warmup 0 the first timed forward of each model compiled it: seconds of compilation were reported
+    as latency (and as a speed-up). A stand-in compile whose first call takes 0.5 s must not show up."""
+    import time
+
+    import torch
+
+    from fastticket import latency
+
+    def slow_first_call(module):
+        calls = []
+
+        def run(**batch):
+            if not calls:
+                time.sleep(0.5)
+            calls.append(1)
+            return module(**batch)
+        return run
+
+    monkeypatch.setattr(torch, "compile", slow_first_call)
+    ticket = ft.load_pruned(model_dir)
+    report = latency.measure(latency.full_model_of(ticket.config), [({"label": "t"}, ticket)], engine="compile",
+                             batch_size=2, seq_len=4, repeats=1, warmup=0, device="cpu")
+    (r,) = report["results"]
+    assert r["full_ms"] < 400 and r["ticket_ms"] < 400, r
