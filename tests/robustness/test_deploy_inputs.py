@@ -99,6 +99,29 @@ def test_ticket_refuses_an_hf_compact_or_onnx_export_as_checkpoint(run_dir, task
         one_error_line(capsys, repr(path), message, "allowed: a compact export")
 
 
+# ------------------------------------------------------------------------------------------------- export
+
+
+def test_export_never_replaces_or_nests_into_the_runs_kept_models(run_dir, capsys):
+    """--out naming a trial's kept model (an export itself) replaced it with this export (exit 0); --out under
+    super_ticket_model/ nested a directory there, which the search's next replacement of it then refuses."""
+    trials = os.path.join(run_dir, "trials")
+    kept = next(os.path.join(trials, n) for n in sorted(os.listdir(trials)) if n.endswith(".model"))
+    before = snapshot(kept), sorted(os.listdir(os.path.join(run_dir, "super_ticket_model")))
+    for out in (kept, os.path.join(kept, "x"), os.path.join(run_dir, "super_ticket_model", "x"), trials):
+        assert main(["export", run_dir, "--format", "hf", "--out", out]) == 2
+        one_error_line(capsys, repr(out), "the run's own", "allowed: a new or empty directory")
+    assert (snapshot(kept), sorted(os.listdir(os.path.join(run_dir, "super_ticket_model")))) == before
+
+
+def test_export_to_an_empty_path_is_refused(run_dir, tmp_path, capsys, monkeypatch):
+    """`--out ""` (an unset variable) silently wrote RUN/export-hf."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", run_dir, "--out", ""]) == 2
+    one_error_line(capsys, "--out ''; allowed")
+    assert not os.path.exists(os.path.join(run_dir, "export-hf"))
+
+
 # ------------------------------------------------------------------------------------------------ latency
 
 QUICK = ["--batch-size", "2", "--seq-len", "4", "--repeats", "1", "--warmup", "0", "--device", "cpu"]
