@@ -53,6 +53,9 @@ def export(model: TicketModel, path, format: str = "compact") -> str:
         raise ValueError(f"format {format!r} is not supported; allowed: {FORMATS}")
     if not isinstance(model, TicketModel):
         raise ValueError(f"export needs a fastticket TicketModel; got {type(model).__name__}")
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
+        # "" would be the working directory itself, which the atomic swap would then replace
+        raise ValueError(f"export path {path!r}; allowed: a directory path (new, empty, or an earlier export)")
     check_shapes(model)
     if format == "onnx":
         from .onnx_export import require_onnx

@@ -122,6 +122,17 @@ def test_export_to_an_empty_path_is_refused(run_dir, tmp_path, capsys, monkeypat
     assert not os.path.exists(os.path.join(run_dir, "export-hf"))
 
 
+def test_ft_export_to_an_empty_path_is_refused(run_dir, tmp_path, monkeypatch):
+    """ft.export(model, "") replaced the working directory itself (the process was left in a deleted
+    directory); None was a TypeError."""
+    monkeypatch.chdir(tmp_path)
+    model = ft.load_pruned(os.path.join(run_dir, "super_ticket_model"))
+    for path in ("", "  ", None):
+        with pytest.raises(ValueError, match="^export path .*; allowed: a directory path"):
+            ft.export(model, path)
+    assert os.listdir(tmp_path) == []
+
+
 # ------------------------------------------------------------------------------------------------ latency
 
 QUICK = ["--batch-size", "2", "--seq-len", "4", "--repeats", "1", "--warmup", "0", "--device", "cpu"]
