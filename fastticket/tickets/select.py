@@ -37,7 +37,7 @@ def select(scores: Importance, sparsity: float, kind: str = "winning", seed: int
     check_ffn_level(ffn_sparsity)
     check_granularity(granularity, neuron_multiple, scores)
     layers, heads = scores.heads.shape
-    if not isinstance(min_heads_per_layer, int) or not 0 <= min_heads_per_layer <= heads:
+    if not _is_integer(min_heads_per_layer) or not 0 <= min_heads_per_layer <= heads:
         raise ValueError(f"min_heads_per_layer={min_heads_per_layer!r}; allowed: an integer in [0, {heads}]")
     n_heads = round_half_up(sparsity * layers * heads)
     n_ffn = round_half_up((sparsity if ffn_sparsity is None else ffn_sparsity) * layers)
@@ -118,7 +118,7 @@ def check_granularity(granularity: str, neuron_multiple, scores: Importance | No
     if scores is not None and scores.neurons is None:
         raise ValueError("granularity='neuron' needs neuron scores: ft.importance(..., granularity='neuron')")
     width = scores.neurons.shape[1] if scores is not None else intermediate_size
-    if isinstance(neuron_multiple, bool) or not isinstance(neuron_multiple, int) or neuron_multiple < 1:
+    if not _is_integer(neuron_multiple) or neuron_multiple < 1:
         raise ValueError(f"neuron_multiple={neuron_multiple!r}; allowed: a positive integer (at most the FFN's width)")
     if width is not None and neuron_multiple > width:
         raise ValueError(f"neuron_multiple={neuron_multiple!r} does not fit the FFN's {width} neurons; allowed: an "
@@ -149,6 +149,11 @@ def check_ffn_level(ffn_sparsity) -> None:
     if ffn_sparsity is not None and (isinstance(ffn_sparsity, bool) or not isinstance(ffn_sparsity, numbers.Real)
                                      or not 0.0 <= ffn_sparsity < 1.0):
         raise ValueError(f"ffn_sparsity={ffn_sparsity!r} is outside the allowed range [0, 1) (the fraction of FFNs pruned)")
+
+
+def _is_integer(value) -> bool:
+    """An integer of any kind (numpy's too, as a config or a sweep gives them); never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def round_half_up(x: float) -> int:
