@@ -148,6 +148,19 @@ def measure(full: TicketModel, tickets: list[tuple[dict, TicketModel]], *, engin
             seq_len: int = 128, repeats: int = 20, warmup: int = 3, device=None) -> dict:
     """Times every (info, compact model) of `tickets` against `full`; returns the latency report (a dict)."""
     dev = check_options(full.config, batch_size, seq_len, engine, repeats, device, warmup)
+    try:
+        results = _measure_all(full, tickets, engine, batch_size, seq_len, repeats, warmup, dev)
+    except RuntimeError as exc:  # torch.OutOfMemoryError is one too
+        if not _out_of_memory(exc):
+            raise
+        raise ValueError(f"batch size {batch_size} x sequence length {seq_len} does not fit in memory on {dev}; "
+                         "allowed: a smaller --batch-size or --seq-len") from None
+    return {"format": REPORT_FORMAT, "version": 1, "engine": engine, "device": str(dev), "batch_size": batch_size,
+            "seq_len": seq_len, "repeats": repeats, "warmup": warmup, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "results": results}
+
+
+def _measure_all(full, tickets, engine: str, batch_size: int, seq_len: int, repeats: int, warmup: int, dev) -> list[dict]:
     full = full.to(dev).eval()
     batch = example_batch(full.config, batch_size, seq_len, dev)
     full_flops = model_flops(full.config, batch_size, seq_len)
@@ -162,9 +175,12 @@ def measure(full: TicketModel, tickets: list[tuple[dict, TicketModel]], *, engin
             results.append({**info, "full_ms": full_ms, "ticket_ms": ticket_ms, "measured_speedup": full_ms / ticket_ms,
                             "full_flops": full_flops, "ticket_flops": flops, "ideal_speedup": full_flops / flops,
                             "heads_kept": int(model.kept_heads_mask().sum()), "ffn_kept": int(model.kept_ffn_mask().sum())})
-    return {"format": REPORT_FORMAT, "version": 1, "engine": engine, "device": str(dev), "batch_size": batch_size,
-            "seq_len": seq_len, "repeats": repeats, "warmup": warmup, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "results": results}
+    return results
+
+
+def _out_of_memory(exc: RuntimeError) -> bool:
+    """A CUDA out-of-memory error, or the CPU allocator's refusal (a plain RuntimeError naming it)."""
+    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc) or "out of memory" in str(exc)
 
 
 def full_model_of(config) -> TicketModel:

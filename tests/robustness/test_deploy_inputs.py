@@ -225,3 +225,18 @@ def test_compile_engine_never_times_the_compilation(model_dir, monkeypatch):
                              batch_size=2, seq_len=4, repeats=1, warmup=0, device="cpu")
     (r,) = report["results"]
     assert r["full_ms"] < 400 and r["ticket_ms"] < 400, r
+
+
+def test_a_batch_that_does_not_fit_in_memory_is_one_line(model_dir, capsys, monkeypatch):
+    """--batch-size 1000000000 was a traceback from the allocator (simulated: a real one may take the machine)."""
+    from fastticket import latency
+
+    def refuse(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 256000000000 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(latency, "example_batch", refuse)
+    assert main(["latency", model_dir, *QUICK, "--batch-size", "1000000000"]) == 2
+    one_error_line(capsys, "batch size 1000000000 x sequence length 4 does not fit in memory on cpu",
+                   "allowed: a smaller --batch-size or --seq-len")
+    assert not os.path.exists(f"{model_dir}-latency.json")
