@@ -133,6 +133,33 @@ def test_ft_export_to_an_empty_path_is_refused(run_dir, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_exports_of_a_hub_model_carry_its_cached_tokenizer(checkpoint, tmp_path, monkeypatch):
+    """A model loaded by hub name (`search --model bert-base-uncased`) or from "~/..." was exported without its
+    tokenizer (name_or_path was not a directory as written): the run's kept models, super_ticket_model/ and
+    every export then lacked it, and pipeline() / AutoTokenizer on the export failed."""
+    import shutil
+
+    import huggingface_hub.constants
+    from transformers import AutoTokenizer
+
+    repo = tmp_path / "hub" / "models--tiny-org--tiny-bert"
+    shutil.copytree(checkpoint, repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    shutil.copytree(checkpoint, tmp_path / "home" / "ckpt")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    model = ft.load_model(checkpoint)
+    for name in ("tiny-org/tiny-bert", "~/ckpt"):
+        model.name_or_path = name
+        for fmt in ("compact", "hf-compact"):
+            out = ft.export(model, tmp_path / f"{fmt}-{name[:2]}", format=fmt)
+            assert {"tokenizer.json", "tokenizer_config.json"} <= set(os.listdir(out)), (name, fmt)
+            assert AutoTokenizer.from_pretrained(out)("good film")["input_ids"][0] == 2  # [CLS]
+    model.name_or_path = "not-cached/anywhere"
+    assert "tokenizer.json" not in os.listdir(ft.export(model, tmp_path / "none"))
+
+
 # ------------------------------------------------------------------------------------------------ latency
 
 QUICK = ["--batch-size", "2", "--seq-len", "4", "--repeats", "1", "--warmup", "0", "--device", "cpu"]
