@@ -267,3 +267,9 @@ def test_a_batch_that_does_not_fit_in_memory_is_one_line(model_dir, capsys, monk
     one_error_line(capsys, "batch size 1000000000 x sequence length 4 does not fit in memory on cpu",
                    "allowed: a smaller --batch-size or --seq-len")
     assert not os.path.exists(f"{model_dir}-latency.json")
+
+
+def test_load_pruned_with_a_bad_backend_does_not_blame_the_export(model_dir):
+    """The message was "compact export ... is not valid: ValueError: backend 'bogus' is unknown"."""
+    with pytest.raises(ValueError, match=r"^backend 'bogus' is unknown; allowed: 'auto' or one of"):
+        ft.load_pruned(model_dir, backend="bogus")
