@@ -35,6 +35,8 @@ def select(scores: Importance, sparsity: float, kind: str = "winning", seed: int
         raise ValueError(f"scores must be an ft.Importance; got {type(scores).__name__}")
     check_level(sparsity, kind)
     check_ffn_level(ffn_sparsity)
+    if _is_integer(neuron_multiple):
+        neuron_multiple = int(neuron_multiple)  # numpy's too; check_granularity (shared with search) wants an int
     check_granularity(granularity, neuron_multiple, scores)
     layers, heads = scores.heads.shape
     if not _is_integer(min_heads_per_layer) or not 0 <= min_heads_per_layer <= heads:
@@ -118,7 +120,7 @@ def check_granularity(granularity: str, neuron_multiple, scores: Importance | No
     if scores is not None and scores.neurons is None:
         raise ValueError("granularity='neuron' needs neuron scores: ft.importance(..., granularity='neuron')")
     width = scores.neurons.shape[1] if scores is not None else intermediate_size
-    if not _is_integer(neuron_multiple) or neuron_multiple < 1:
+    if isinstance(neuron_multiple, bool) or not isinstance(neuron_multiple, int) or neuron_multiple < 1:
         raise ValueError(f"neuron_multiple={neuron_multiple!r}; allowed: a positive integer (at most the FFN's width)")
     if width is not None and neuron_multiple > width:
         raise ValueError(f"neuron_multiple={neuron_multiple!r} does not fit the FFN's {width} neurons; allowed: an "
@@ -152,7 +154,7 @@ def check_ffn_level(ffn_sparsity) -> None:
 
 
 def _is_integer(value) -> bool:
-    """An integer of any kind (numpy's too, as a config or a sweep gives them); never a bool."""
+    """An integer of any kind (numpy's too, as a sweep over np.arange gives them); never a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
