@@ -87,26 +87,29 @@ def check_args(args) -> None:
     resolve_device(args.device)
     if args.backend != "auto" and args.backend not in BACKENDS:
         raise ValueError(f"--backend {args.backend!r} is unknown; allowed: 'auto' or one of {BACKENDS}")
-    if args.checkpoint is not None and os.path.isdir(os.path.expanduser(args.checkpoint)):
-        check_checkpoint_dir(os.path.expanduser(args.checkpoint))
+    for flag, path in (("--checkpoint", args.checkpoint), ("--model", args.model)):
+        if path is not None and os.path.isdir(os.path.expanduser(path)):
+            check_checkpoint_dir(flag, os.path.expanduser(path))
     if args.out is not None:
         if not args.out.strip():
             raise ValueError("--out ''; allowed: a directory path for importance.json and ticket.json (or no --out)")
         check_target(args.out, "ticket")
 
 
-def check_checkpoint_dir(path: str) -> None:
-    """An hf-compact or ONNX export is not a checkpoint fastticket scores (loading its tokenizer would
-    even ask to run the export's code): refused by name, before the task is loaded."""
+def check_checkpoint_dir(flag: str, path: str) -> None:
+    """An hf-compact or ONNX export is not a model fastticket scores or fine-tunes (loading its tokenizer
+    would even ask on stdin to run the export's code): refused by name, before the task is loaded."""
     from ..models.exporting import CONFIG_FILE
     from ..models.hf_compact import is_hf_compact
 
+    allowed = "a compact export (fastticket export --format compact) or a Hugging Face checkpoint"
+    if flag == "--model":
+        allowed = "a pre-trained Hugging Face checkpoint"
     if is_hf_compact(path):
-        raise ValueError(f"--checkpoint {path!r} is an hf-compact export (transformers-only); allowed: a compact "
-                         "export (fastticket export --format compact) or a Hugging Face checkpoint")
-    if not any(os.path.isfile(os.path.join(path, f)) for f in (CONFIG_FILE, "config.json")):
-        raise ValueError(f"--checkpoint {path!r} has neither {CONFIG_FILE} (compact export) nor config.json "
-                         "(Hugging Face checkpoint); allowed: a compact export or a Hugging Face checkpoint")
+        raise ValueError(f"{flag} {path!r} is an hf-compact export (for transformers alone); allowed: {allowed}")
+    configs = (CONFIG_FILE, "config.json") if flag == "--checkpoint" else ("config.json",)
+    if not any(os.path.isfile(os.path.join(path, f)) for f in configs):
+        raise ValueError(f"{flag} {path!r} has no {' or '.join(configs)}; allowed: {allowed}")
 
 
 def scores_of_run(args):

@@ -94,9 +94,10 @@ def test_ticket_refuses_an_hf_compact_or_onnx_export_as_checkpoint(run_dir, task
     os.makedirs(tmp_path / "onnx-like")
     (tmp_path / "onnx-like" / "tokenizer_config.json").write_text("{}")
     monkeypatch.setattr("builtins.input", lambda *a: pytest.fail("asked the user on stdin"))
-    for path, message in ((hf_compact, "is an hf-compact export"), (str(tmp_path / "onnx-like"), "has neither")):
-        assert main(["ticket", "--checkpoint", path, "--task", "local", "--data-dir", task_dir]) == 2
-        one_error_line(capsys, repr(path), message, "allowed: a compact export")
+    for flag, allowed in (("--checkpoint", "allowed: a compact export"), ("--model", "allowed: a pre-trained")):
+        for path, message in ((hf_compact, "is an hf-compact export"), (str(tmp_path / "onnx-like"), "has no ")):
+            assert main(["ticket", flag, path, "--task", "local", "--data-dir", task_dir]) == 2
+            one_error_line(capsys, f"{flag} {path!r}", message, allowed)
 
 
 # ------------------------------------------------------------------------------------------------- export
