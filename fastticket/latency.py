@@ -206,15 +206,19 @@ def format_report(report: dict) -> str:
 def check_report_path(path) -> None:
     """Refuses, before any work, a report path that holds something other than an earlier latency report, or
     whose directory cannot be created or written (a file where a folder should be, no permission)."""
-    from .rundir import check_writable
+    from .rundir import check_writable, owner
 
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ValueError(f"{path!r} is a directory; the latency report is a file")
+    parent = os.path.dirname(os.path.abspath(path))
     try:
-        check_writable(os.path.dirname(os.path.abspath(path)))
+        check_writable(parent)
     except ValueError as exc:
         raise ValueError(f"latency report {path!r}: {exc}") from None
+    if os.path.isdir(parent) and owner(parent) == "export":  # a file it did not write: it could not be replaced
+        raise ValueError(f"latency report {path!r} would lie inside an export, which then holds a file the export "
+                         "did not write; allowed: a path outside it (the default is MODEL_DIR-latency.json beside it)")
     if os.path.lexists(path):
         try:
             with open(path, encoding="utf-8") as f:

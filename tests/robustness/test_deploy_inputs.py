@@ -274,3 +274,15 @@ def test_load_pruned_with_a_bad_backend_does_not_blame_the_export(model_dir):
     """The message was "compact export ... is not valid: ValueError: backend 'bogus' is unknown"."""
     with pytest.raises(ValueError, match=r"^backend 'bogus' is unknown; allowed: 'auto' or one of"):
         ft.load_pruned(model_dir, backend="bogus")
+
+
+def test_latency_report_is_never_written_into_an_export(run_dir, model_dir, capsys, monkeypatch):
+    """--out MODEL_DIR/latency.json (or RUN/super_ticket_model/...) put a file into the export; a later export
+    to it, or the search's next replacement of super_ticket_model/, then refused to replace it."""
+    no_loading(monkeypatch)
+    before = sorted(os.listdir(model_dir))
+    for target, out in ((model_dir, os.path.join(model_dir, "latency.json")),
+                        (run_dir, os.path.join(run_dir, "super_ticket_model", "latency.json"))):
+        assert main(["latency", target, *QUICK, "--out", out]) == 2
+        one_error_line(capsys, repr(out), "would lie inside an export")
+    assert sorted(os.listdir(model_dir)) == before
