@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from ..models.exporting import CONFIG_FILE
 from .common import read_run
 
 
@@ -42,6 +43,9 @@ def run(args) -> int:
     if not os.path.isdir(target):
         raise ValueError(f"{args.target!r} is not a directory; allowed: a search run directory or an exported model")
     run_dir = is_run_dir(target)
+    if not run_dir and not any(os.path.isfile(os.path.join(target, f)) for f in (CONFIG_FILE, "config.json")):
+        raise ValueError(f"{args.target!r} is neither a search run (config.json and results.json) nor a model directory "
+                         f"({CONFIG_FILE} or config.json); allowed: a search run directory or an exported model")
     if args.all_levels and not run_dir:
         raise ValueError(f"--all-levels needs a search run directory; {args.target!r} is not one")
     if args.out is not None and not args.out.strip():

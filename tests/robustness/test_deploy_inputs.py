@@ -286,3 +286,10 @@ def test_latency_report_is_never_written_into_an_export(run_dir, model_dir, caps
         assert main(["latency", target, *QUICK, "--out", out]) == 2
         one_error_line(capsys, repr(out), "would lie inside an export")
     assert sorted(os.listdir(model_dir)) == before
+
+
+def test_latency_of_a_folder_that_is_neither_a_run_nor_a_model_says_what_is_allowed(task_dir, capsys):
+    """The message was "export ... has neither fastticket_config.json ... nor config.json": no word of runs."""
+    assert main(["latency", task_dir, *QUICK]) == 2
+    one_error_line(capsys, f"{task_dir!r} is neither a search run", "allowed: a search run directory or an exported model")
+    assert sorted(os.listdir(task_dir)) == ["dev.csv", "train.csv"] and not os.path.exists(f"{task_dir}-latency.json")
