@@ -19,8 +19,8 @@ Every format copies the tokenizer files of `model.name_or_path` (a directory, or
 the local Hugging Face cache). Each export is atomic per directory: it is written into a temporary
 directory next to `path`, which then takes `path`'s place in one atomic exchange once it is complete (at
 every instant `path` holds the old export or the new one); a failed export leaves an earlier one at `path`
-as it was. The directory records in fastticket_run.json that an
-export wrote it (and which files), and an export replaces only such a directory, never the user's files.
+as it was. The directory records in fastticket_run.json that an export wrote it (and which files), and an
+export replaces only such a directory, never the user's files.
 """
 
 from __future__ import annotations
