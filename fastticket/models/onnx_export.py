@@ -96,9 +96,12 @@ def onnx_session(directory: str, threads: int | None = None):
 
 
 def onnx_logits(session, names: list[str], batch: dict) -> torch.Tensor:
-    """Runs an onnxruntime session on a batch of tensors (the inputs it takes; missing token types are zeros)."""
+    """Runs an onnxruntime session on a batch of tensors (the inputs it takes); as in transformers, a missing
+    attention mask is all ones (every token real) and missing token types are zeros."""
     feed = {}
     for name in names:
         value = batch.get(name)
-        feed[name] = (torch.zeros_like(batch["input_ids"]) if value is None else value).to(torch.int64).cpu().numpy()
+        if value is None:
+            value = (torch.ones_like if name == "attention_mask" else torch.zeros_like)(batch["input_ids"])
+        feed[name] = value.to(torch.int64).cpu().numpy()
     return torch.from_numpy(session.run(["logits"], feed)[0])
