@@ -31,12 +31,18 @@ REPORT_FILE = "latency.json"
 
 def check_options(config, batch_size: int, seq_len: int, engine: str, repeats: int, device, warmup: int = 0) -> torch.device:
     """One ValueError naming the first bad option, before any work; returns the device."""
+    dev = check_settings(batch_size, engine, repeats, device, warmup)
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 1 <= seq_len <= config.max_length:
+        raise ValueError(f"sequence length {seq_len!r}; allowed: 1..{config.max_length} (the model's maximum)")
+    return dev
+
+
+def check_settings(batch_size: int, engine: str, repeats: int, device, warmup: int = 0) -> torch.device:
+    """check_options without the model: what can be refused before a model is loaded."""
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r} is not supported; allowed: {ENGINES}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch size {batch_size!r}; allowed: an integer >= 1")
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 1 <= seq_len <= config.max_length:
-        raise ValueError(f"sequence length {seq_len!r}; allowed: 1..{config.max_length} (the model's maximum)")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats {repeats!r}; allowed: an integer >= 1")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
@@ -47,7 +53,7 @@ def check_options(config, batch_size: int, seq_len: int, engine: str, repeats: i
             raise ValueError(f"engine 'onnxruntime' runs on the CPU here; device {device!r} is not allowed with it")
         from .models.onnx_export import require_onnx
 
-        require_onnx(("onnx", "onnxscript", "onnxruntime"))
+        require_onnx(("onnx", "onnxscript", "onnxruntime"), what="engine 'onnxruntime'")
     return dev
 
 
@@ -103,6 +109,8 @@ def forward_of(model: TicketModel, engine: str, batch: dict, workdir: str):
         from .models.hf_compact import plain_torch_model
 
         compiled = torch.compile(plain_torch_model(model, hf_config_dict(model.config)))
+        with torch.inference_mode():  # compiles now, as timed (inference mode): never inside a timed forward
+            compiled(**batch)
         return lambda: compiled(**batch).logits
     from .models.onnx_export import onnx_logits, onnx_session, write_onnx
 
@@ -140,6 +148,19 @@ def measure(full: TicketModel, tickets: list[tuple[dict, TicketModel]], *, engin
             seq_len: int = 128, repeats: int = 20, warmup: int = 3, device=None) -> dict:
     """Times every (info, compact model) of `tickets` against `full`; returns the latency report (a dict)."""
     dev = check_options(full.config, batch_size, seq_len, engine, repeats, device, warmup)
+    try:
+        results = _measure_all(full, tickets, engine, batch_size, seq_len, repeats, warmup, dev)
+    except RuntimeError as exc:  # torch.OutOfMemoryError is one too
+        if not _out_of_memory(exc):
+            raise
+        raise ValueError(f"batch size {batch_size} x sequence length {seq_len} does not fit in memory on {dev}; "
+                         "allowed: a smaller --batch-size or --seq-len") from None
+    return {"format": REPORT_FORMAT, "version": 1, "engine": engine, "device": str(dev), "batch_size": batch_size,
+            "seq_len": seq_len, "repeats": repeats, "warmup": warmup, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "results": results}
+
+
+def _measure_all(full, tickets, engine: str, batch_size: int, seq_len: int, repeats: int, warmup: int, dev) -> list[dict]:
     full = full.to(dev).eval()
     batch = example_batch(full.config, batch_size, seq_len, dev)
     full_flops = model_flops(full.config, batch_size, seq_len)
@@ -154,9 +175,12 @@ def measure(full: TicketModel, tickets: list[tuple[dict, TicketModel]], *, engin
             results.append({**info, "full_ms": full_ms, "ticket_ms": ticket_ms, "measured_speedup": full_ms / ticket_ms,
                             "full_flops": full_flops, "ticket_flops": flops, "ideal_speedup": full_flops / flops,
                             "heads_kept": int(model.kept_heads_mask().sum()), "ffn_kept": int(model.kept_ffn_mask().sum())})
-    return {"format": REPORT_FORMAT, "version": 1, "engine": engine, "device": str(dev), "batch_size": batch_size,
-            "seq_len": seq_len, "repeats": repeats, "warmup": warmup, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "results": results}
+    return results
+
+
+def _out_of_memory(exc: RuntimeError) -> bool:
+    """A CUDA out-of-memory error, or the CPU allocator's refusal (a plain RuntimeError naming it)."""
+    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc) or "out of memory" in str(exc)
 
 
 def full_model_of(config) -> TicketModel:
@@ -180,10 +204,21 @@ def format_report(report: dict) -> str:
 
 
 def check_report_path(path) -> None:
-    """Refuses, before any work, a report path that holds something other than an earlier latency report."""
+    """Refuses, before any work, a report path that holds something other than an earlier latency report, or
+    whose directory cannot be created or written (a file where a folder should be, no permission)."""
+    from .rundir import check_writable, owner
+
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ValueError(f"{path!r} is a directory; the latency report is a file")
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        check_writable(parent)
+    except ValueError as exc:
+        raise ValueError(f"latency report {path!r}: {exc}") from None
+    if os.path.isdir(parent) and owner(parent) == "export":  # a file it did not write: it could not be replaced
+        raise ValueError(f"latency report {path!r} would lie inside an export, which then holds a file the export "
+                         "did not write; allowed: a path outside it (the default is MODEL_DIR-latency.json beside it)")
     if os.path.lexists(path):
         try:
             with open(path, encoding="utf-8") as f:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from ..models.exporting import CONFIG_FILE
 from .common import read_run
 
 
@@ -27,7 +28,10 @@ def add_parser(sub) -> None:
 
 
 def is_run_dir(path: str) -> bool:
-    return all(os.path.isfile(os.path.join(path, f)) for f in ("config.json", "results.json"))
+    """A search run: its results files, or its marker (a run still in progress is named as such by read_run)."""
+    from ..rundir import owner
+
+    return all(os.path.isfile(os.path.join(path, f)) for f in ("config.json", "results.json")) or owner(path) == "search"
 
 
 def run(args) -> int:
@@ -39,10 +43,18 @@ def run(args) -> int:
     if not os.path.isdir(target):
         raise ValueError(f"{args.target!r} is not a directory; allowed: a search run directory or an exported model")
     run_dir = is_run_dir(target)
+    if not run_dir and not any(os.path.isfile(os.path.join(target, f)) for f in (CONFIG_FILE, "config.json")):
+        raise ValueError(f"{args.target!r} is neither a search run (config.json and results.json) nor a model directory "
+                         f"({CONFIG_FILE} or config.json); allowed: a search run directory or an exported model")
     if args.all_levels and not run_dir:
         raise ValueError(f"--all-levels needs a search run directory; {args.target!r} is not one")
-    out = args.out or (os.path.join(target, latency.REPORT_FILE) if run_dir else f"{target}-{latency.REPORT_FILE}")
+    if args.out is not None and not args.out.strip():
+        raise ValueError("--out ''; allowed: a report file path (or no --out)")
+    # beside MODEL_DIR, named from its absolute path: "." would put a hidden ".-latency.json" inside it
+    out = args.out or (os.path.join(target, latency.REPORT_FILE) if run_dir
+                       else f"{os.path.abspath(target)}-{latency.REPORT_FILE}")
     latency.check_report_path(out)
+    latency.check_settings(args.batch_size, args.engine, args.repeats, args.device, args.warmup)  # before loading
     rows = read_run(target)[1] if run_dir else None
     source = os.path.join(target, SUPER_MODEL_DIR) if run_dir else target
     if run_dir and not os.path.isdir(source):
@@ -54,7 +66,8 @@ def run(args) -> int:
     if args.all_levels:
         tickets = latency.level_tickets(rows, full)
     else:
-        tickets = [({"label": "super ticket" if run_dir else os.path.basename(target)}, ticket)]
+        label = "super ticket" if run_dir else os.path.basename(os.path.abspath(target))
+        tickets = [({"label": label}, ticket)]
     report = latency.measure(full, tickets, engine=args.engine, batch_size=args.batch_size, seq_len=seq_len,
                              repeats=args.repeats, warmup=args.warmup, device=args.device)
     report["source"] = os.path.abspath(target)

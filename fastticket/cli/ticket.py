@@ -41,19 +41,12 @@ def add_parser(sub) -> None:
     add_train_options(p, "quick for the embedded tasks, paper otherwise")
     p.add_argument("--backend", default="auto")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=None, help="directory for importance.json and ticket.json")
+    p.add_argument("--out", default=None, help="a new or empty directory for importance.json and ticket.json")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from ..tickets.select import check_ffn_level, check_level
-
-    check_level(args.sparsity, args.kind)
-    check_ffn_level(args.ffn_sparsity)
-    if args.max_examples < 0:
-        raise ValueError(f"--max-examples={args.max_examples}; allowed: 0 (all) or a positive count")
-    if sum(x is not None for x in (args.run_dir, args.checkpoint, args.model)) > 1:
-        raise ValueError("give one of --from RUN, --checkpoint DIR and --model DIR (the model to fine-tune first)")
+    check_args(args)
     start = time.perf_counter()
     if args.run_dir is not None:
         scores, source = scores_of_run(args)
@@ -67,11 +60,56 @@ def run(args) -> int:
     print(format_scores(scores))
     print(f"\n{args.kind} ticket at sparsity {args.sparsity}:")
     print(format_ticket(ticket))
-    if args.out:
+    if args.out is not None:
+        from ..rundir import claim
+
+        claim(args.out, "ticket")  # checked before any work; the marker makes the directory ours
         scores.save(os.path.join(args.out, "importance.json"))
         ticket.save(os.path.join(args.out, "ticket.json"))
         print(f"\nwrote {args.out}/importance.json and {args.out}/ticket.json")
     return 0
+
+
+def check_args(args) -> None:
+    """One ValueError for the first bad option, before any loading or fine-tuning: levels, counts, the one
+    model source, the device, the backend and --out (a new or empty directory, never the user's files)."""
+    from ..ops import BACKENDS
+    from ..rundir import check_target
+    from ..tickets.select import check_ffn_level, check_level
+    from ..utils import resolve_device
+
+    check_level(args.sparsity, args.kind)
+    check_ffn_level(args.ffn_sparsity)
+    if args.max_examples < 0:
+        raise ValueError(f"--max-examples={args.max_examples}; allowed: 0 (all) or a positive count")
+    if sum(x is not None for x in (args.run_dir, args.checkpoint, args.model)) > 1:
+        raise ValueError("give one of --from RUN, --checkpoint DIR and --model DIR (the model to fine-tune first)")
+    resolve_device(args.device)
+    if args.backend != "auto" and args.backend not in BACKENDS:
+        raise ValueError(f"--backend {args.backend!r} is unknown; allowed: 'auto' or one of {BACKENDS}")
+    for flag, path in (("--checkpoint", args.checkpoint), ("--model", args.model)):
+        if path is not None and os.path.isdir(os.path.expanduser(path)):
+            check_checkpoint_dir(flag, os.path.expanduser(path))
+    if args.out is not None:
+        if not args.out.strip():
+            raise ValueError("--out ''; allowed: a directory path for importance.json and ticket.json (or no --out)")
+        check_target(args.out, "ticket")
+
+
+def check_checkpoint_dir(flag: str, path: str) -> None:
+    """An hf-compact or ONNX export is not a model fastticket scores or fine-tunes (loading its tokenizer
+    would even ask on stdin to run the export's code): refused by name, before the task is loaded."""
+    from ..models.exporting import CONFIG_FILE
+    from ..models.hf_compact import is_hf_compact
+
+    allowed = "a compact export (fastticket export --format compact) or a Hugging Face checkpoint"
+    if flag == "--model":
+        allowed = "a pre-trained Hugging Face checkpoint"
+    if is_hf_compact(path):
+        raise ValueError(f"{flag} {path!r} is an hf-compact export (for transformers alone); allowed: {allowed}")
+    configs = (CONFIG_FILE, "config.json") if flag == "--checkpoint" else ("config.json",)
+    if not any(os.path.isfile(os.path.join(path, f)) for f in configs):
+        raise ValueError(f"{flag} {path!r} has no {' or '.join(configs)}; allowed: {allowed}")
 
 
 def scores_of_run(args):

@@ -15,11 +15,12 @@ format="hf-compact": a self-contained Hugging Face checkpoint at the compact sha
     model.safetensors, modeling_fastticket.py; `AutoModelForSequenceClassification.from_pretrained(path,
     trust_remote_code=True)` loads it with transformers alone. Physically smaller; ft.load_pruned refuses it.
 format="onnx": model.onnx (onnx_export.py; needs the `fastticket[onnx]` extra) and fastticket_onnx.json.
-Both copy the tokenizer files of `model.name_or_path` when that is a directory. Each export is atomic per
-directory: it is written into a temporary directory next to `path`, which then takes `path`'s place in one
-atomic exchange once it is complete (at every instant `path` holds the old export or the new one); a failed
-export leaves an earlier one at `path` as it was. The directory records in fastticket_run.json that an
-export wrote it (and which files), and an export replaces only such a directory, never the user's files.
+Every format copies the tokenizer files of `model.name_or_path` (a directory, or a hub name's snapshot in
+the local Hugging Face cache). Each export is atomic per directory: it is written into a temporary
+directory next to `path`, which then takes `path`'s place in one atomic exchange once it is complete (at
+every instant `path` holds the old export or the new one); a failed export leaves an earlier one at `path`
+as it was. The directory records in fastticket_run.json that an export wrote it (and which files), and an
+export replaces only such a directory, never the user's files.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 from .blocks import HEAD_COLUMN_LINEARS, HEAD_ROW_LINEARS, NEURON_COLUMN_LINEARS, NEURON_ROW_LINEARS
 from .config import MODEL_TYPES, EncoderConfig
 from .convert import hf_tensors
+from ..ops import BACKENDS
 from ..rundir import replace_dir
 from .encoder import TicketModel
 
@@ -53,6 +55,9 @@ def export(model: TicketModel, path, format: str = "compact") -> str:
         raise ValueError(f"format {format!r} is not supported; allowed: {FORMATS}")
     if not isinstance(model, TicketModel):
         raise ValueError(f"export needs a fastticket TicketModel; got {type(model).__name__}")
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
+        # "" would be the working directory itself, which the atomic swap would then replace
+        raise ValueError(f"export path {path!r}; allowed: a directory path (new, empty, or an earlier export)")
     check_shapes(model)
     if format == "onnx":
         from .onnx_export import require_onnx
@@ -81,6 +86,8 @@ def load_pruned(path, *, backend: str = "auto") -> TicketModel:
     """A TicketModel (eval mode) from an ft.export directory: a compact export comes back compact, with the
     kept heads/FFNs it records; an "hf" export is read by ft.load_model."""
     path = os.fspath(path)
+    if backend != "auto" and backend not in BACKENDS:  # here: inside the reader it would blame the export
+        raise ValueError(f"backend {backend!r} is unknown; allowed: 'auto' or one of {BACKENDS}")
     if not os.path.isdir(path):
         raise ValueError(f"export {path!r} is not a directory")
     if os.path.isfile(os.path.join(path, CONFIG_FILE)):
@@ -216,9 +223,25 @@ def _write_json(file: str, obj) -> None:
         json.dump(obj, f, indent=2, sort_keys=True, default=str)
 
 
-def _copy_tokenizer(model: TicketModel, directory: str) -> None:
+def tokenizer_dir(model: TicketModel) -> str | None:
+    """The directory holding the tokenizer of `model`'s source: name_or_path itself, or, for a hub name
+    (a search of --model bert-base-uncased), its snapshot in the local Hugging Face cache (never fetched)."""
     src = model.name_or_path
-    if not src or not os.path.isdir(src):
+    if not src:
+        return None
+    if os.path.isdir(os.path.expanduser(src)):
+        return os.path.expanduser(src)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(src, local_files_only=True, allow_patterns=list(TOKENIZER_FILES))
+    except Exception:  # not a hub name, not cached, huggingface_hub missing: no tokenizer to copy
+        return None
+
+
+def _copy_tokenizer(model: TicketModel, directory: str) -> None:
+    src = tokenizer_dir(model)
+    if src is None:
         return
     for name in TOKENIZER_FILES:
         file = os.path.join(src, name)

@@ -92,8 +92,10 @@ def tokenizer_class(model) -> str | None:
     """The tokenizer class of the model's source (its tokenizer_config.json, else its config): recorded in
     config.json, since transformers 4.x pipelines load a tokenizer for a custom model_type only when the
     config names one."""
-    source = model.name_or_path
-    file = os.path.join(source, "tokenizer_config.json") if source and os.path.isdir(source) else None
+    from .exporting import tokenizer_dir
+
+    source = tokenizer_dir(model)
+    file = os.path.join(source, "tokenizer_config.json") if source else None
     if file and os.path.isfile(file):
         try:
             with open(file, encoding="utf-8") as f:

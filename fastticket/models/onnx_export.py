@@ -23,11 +23,11 @@ OPSET = 18
 REQUIRED = ("onnx", "onnxscript")
 
 
-def require_onnx(modules: tuple[str, ...] = REQUIRED) -> None:
-    """One ValueError line, before any work, when an ONNX package is missing."""
+def require_onnx(modules: tuple[str, ...] = REQUIRED, what: str = "format 'onnx'") -> None:
+    """One ValueError line, before any work, when an ONNX package is missing; `what` names what needs it."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise ValueError(f"format 'onnx' needs {', '.join(missing)} (not installed); install the extra: "
+        raise ValueError(f"{what} needs {', '.join(missing)} (not installed); install the extra: "
                          "pip install 'fastticket[onnx]'")
 
 
@@ -82,7 +82,7 @@ def write_onnx(model, directory: str, labels: dict) -> None:
 
 def onnx_session(directory: str, threads: int | None = None):
     """An onnxruntime CPU session of an ONNX export and its input names."""
-    require_onnx(("onnxruntime",))
+    require_onnx(("onnxruntime",), what="running an ONNX export")
     import onnxruntime
 
     with open(os.path.join(directory, META_FILE), encoding="utf-8") as f:
@@ -96,9 +96,12 @@ def onnx_session(directory: str, threads: int | None = None):
 
 
 def onnx_logits(session, names: list[str], batch: dict) -> torch.Tensor:
-    """Runs an onnxruntime session on a batch of tensors (the inputs it takes; missing token types are zeros)."""
+    """Runs an onnxruntime session on a batch of tensors (the inputs it takes); as in transformers, a missing
+    attention mask is all ones (every token real) and missing token types are zeros."""
     feed = {}
     for name in names:
         value = batch.get(name)
-        feed[name] = (torch.zeros_like(batch["input_ids"]) if value is None else value).to(torch.int64).cpu().numpy()
+        if value is None:
+            value = (torch.ones_like if name == "attention_mask" else torch.zeros_like)(batch["input_ids"])
+        feed[name] = value.to(torch.int64).cpu().numpy()
     return torch.from_numpy(session.run(["logits"], feed)[0])

@@ -35,9 +35,11 @@ def select(scores: Importance, sparsity: float, kind: str = "winning", seed: int
         raise ValueError(f"scores must be an ft.Importance; got {type(scores).__name__}")
     check_level(sparsity, kind)
     check_ffn_level(ffn_sparsity)
+    if _is_integer(neuron_multiple):
+        neuron_multiple = int(neuron_multiple)  # numpy's too; check_granularity (shared with search) wants an int
     check_granularity(granularity, neuron_multiple, scores)
     layers, heads = scores.heads.shape
-    if not isinstance(min_heads_per_layer, int) or not 0 <= min_heads_per_layer <= heads:
+    if not _is_integer(min_heads_per_layer) or not 0 <= min_heads_per_layer <= heads:
         raise ValueError(f"min_heads_per_layer={min_heads_per_layer!r}; allowed: an integer in [0, {heads}]")
     n_heads = round_half_up(sparsity * layers * heads)
     n_ffn = round_half_up((sparsity if ffn_sparsity is None else ffn_sparsity) * layers)
@@ -149,6 +151,11 @@ def check_ffn_level(ffn_sparsity) -> None:
     if ffn_sparsity is not None and (isinstance(ffn_sparsity, bool) or not isinstance(ffn_sparsity, numbers.Real)
                                      or not 0.0 <= ffn_sparsity < 1.0):
         raise ValueError(f"ffn_sparsity={ffn_sparsity!r} is outside the allowed range [0, 1) (the fraction of FFNs pruned)")
+
+
+def _is_integer(value) -> bool:
+    """An integer of any kind (numpy's too, as a sweep over np.arange gives them); never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def round_half_up(x: float) -> int:

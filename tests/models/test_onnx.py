@@ -50,3 +50,17 @@ def test_onnx_without_onnx_is_one_error_before_writing(hf_model, tmp_path, monke
         with pytest.raises(ValueError, match=r"^format 'onnx' needs onnx, onnxscript \(not installed\).*fastticket\[onnx\]"):
             export(compact, tmp_path / target, format="onnx")
     assert not (tmp_path / "new").exists() and sorted(os.listdir(tmp_path / "out")) == before
+
+
+def test_onnx_logits_without_an_attention_mask_treats_every_token_as_real(hf_model, tmp_path):
+    """A batch of input_ids alone was fed an all-zero attention mask (every key masked): logits unlike the
+    model's, with no error; transformers and fastticket take a missing mask as all ones."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    compact = rewind(ft.load_model(hf_model("bert")), pruned_ticket(2))
+    export(compact, tmp_path / "onnx", format="onnx")
+    session, names = onnx_export.onnx_session(os.fspath(tmp_path / "onnx"))
+    ids = torch.arange(2, 12).reshape(2, 5)
+    with torch.no_grad():
+        expected = compact(input_ids=ids).logits
+    torch.testing.assert_close(onnx_export.onnx_logits(session, names, {"input_ids": ids}), expected, atol=1e-4, rtol=0)

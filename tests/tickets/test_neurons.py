@@ -227,6 +227,18 @@ def test_bad_selection_options(kwargs, message):
         ft.select(layered_scores(torch.ones(L, I)), 0.5, **kwargs)
 
 
+def test_numpy_integers_are_integers():
+    """np.int64(8) (from a config or a numpy sweep) was refused as "not a positive integer"."""
+    np = pytest.importorskip("numpy")
+    neurons = torch.rand(L, I, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    expected = ft.select(layered_scores(neurons), 0.5, granularity="neuron", neuron_multiple=8, min_heads_per_layer=1)
+    got = ft.select(layered_scores(neurons), 0.5, granularity="neuron", neuron_multiple=np.int64(8),
+                    min_heads_per_layer=np.int64(1))
+    assert got == expected and got.meta["neuron_multiple"] == 8
+    with pytest.raises(ValueError, match="neuron_multiple=True; allowed: a positive integer"):
+        ft.select(layered_scores(neurons), 0.5, granularity="neuron", neuron_multiple=True)
+
+
 def test_neuron_selection_needs_neuron_scores():
     with pytest.raises(ValueError, match=r"needs neuron scores: ft.importance\(..., granularity='neuron'\)"):
         ft.select(layered_scores(None), 0.5, granularity="neuron", neuron_multiple=8)
