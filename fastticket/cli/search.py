@@ -77,6 +77,7 @@ def run_search(args) -> int:
     from ..distributed import check_nproc, in_torchrun
     from ..rundir import check_target
     from ..tickets import search
+    from ..tickets.search import check_arguments
     from ..utils import resolve_device
 
     if args.resume and not args.out:
@@ -95,12 +96,11 @@ def run_search(args) -> int:
     out = args.out or os.path.join("runs", f"{task}-{_time.strftime('%Y%m%d-%H%M%S')}")
     check_target(out, "search", resume=args.resume)  # before loading anything (search checks again, then claims)
     resolve_device(args.device)
+    # what needs no model or data, before a --task local is read and tokenized or workers start
+    check_arguments(args.levels, args.kinds, args.seeds, ffn_levels=args.ffn_levels, estimator=args.estimator,
+                    importance_examples=args.importance_examples, backend=args.backend,
+                    granularity=args.granularity, neuron_multiple=args.neuron_multiple)
     if not worker and (args.nproc or 1) > 1:
-        from ..tickets.search import check_arguments
-
-        check_arguments(args.levels, args.kinds, args.seeds, ffn_levels=args.ffn_levels, estimator=args.estimator,
-                        importance_examples=args.importance_examples, backend=args.backend,
-                        granularity=args.granularity, neuron_multiple=args.neuron_multiple)
         return launch_workers(args, out)
     model = args.model
     if model is None:

@@ -222,8 +222,8 @@ def _check(levels, kinds, seeds, estimator, selection_fraction, importance_examp
     kinds = tuple(kinds)
     for kind in kinds:
         check_level(0.5, kind)
-    if not kinds:
-        raise ValueError(f"kinds is empty; allowed: a subset of {KINDS}")
+    if not kinds or len(set(kinds)) != len(kinds):  # a repeated kind would train its tickets twice
+        raise ValueError(f"kinds={kinds}; allowed: distinct kinds, a non-empty subset of {KINDS}")
     seeds = tuple(int(s) for s in seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds={seeds}; allowed: distinct integers, at least one")
