@@ -32,8 +32,8 @@ def _check_args(args):
 
     check_task_name(args.task)
     bad = [f for f in args.fractions if not 0 < f <= 1]
-    if not args.fractions or bad:
-        raise ValueError(f"--fractions {','.join(map(str, args.fractions))!r}; allowed: fractions in (0, 1], e.g. 0.001,0.01,0.1,1")
+    if not args.fractions or bad or len(set(args.fractions)) != len(args.fractions):  # a repeat trains twice
+        raise ValueError(f"--fractions {','.join(map(str, args.fractions))!r}; allowed: distinct fractions in (0, 1], e.g. 0.001,0.01,0.1,1")
     if not args.seeds or len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds {args.seeds}; allowed: distinct integers, at least one")
     config = train_config(args, "quick-adapt")

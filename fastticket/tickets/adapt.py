@@ -120,6 +120,10 @@ def adapt(
     fractions = tuple(fractions)
     if not fractions or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1 for f in fractions):
         raise ValueError(f"fractions={fractions!r}; allowed: fractions in (0, 1], e.g. {PAPER_FRACTIONS}")
+    seeds = tuple(seeds)
+    if len(set(fractions)) != len(fractions) or not seeds or len(set(seeds)) != len(seeds):  # no run trained twice
+        raise ValueError(f"fractions={fractions!r}, seeds={seeds!r}; allowed: distinct fractions and distinct seeds, "
+                         f"at least one of each")
     if not (hasattr(task, "train") and hasattr(task, "dev")):
         raise ValueError(f"task must be an ft.Task; got {type(task).__name__}")
     if len(task.train) == 0 or len(task.dev) == 0:
