@@ -75,11 +75,35 @@ class GluePlan:
     backend: str = "auto"
 
     def __post_init__(self):
+        from .tickets.search import check_arguments
+
         unknown = [t for t in self.tasks if t not in GLUE_TABLE1]
-        if not self.tasks or unknown:
-            raise ValueError(f"tasks {list(self.tasks)}; allowed: a non-empty subset of {list(GLUE_TABLE1)}")
+        if not self.tasks or unknown or len(set(self.tasks)) != len(self.tasks):  # a repeat is searched twice
+            raise ValueError(f"tasks {list(self.tasks)}; allowed: a non-empty subset of {list(GLUE_TABLE1)}, each task once")
+        # before out_dir is claimed and the plan recorded: a typo must not leave a plan that --resume then holds to
+        check_arguments(self.levels, ("winning",), self.seeds, ffn_levels=self.ffn_levels, backend=self.backend)
         for task in self.tasks:  # every task's configuration is checked before any training
             self.config(task)
+
+    def check_inputs(self) -> None:
+        """Every task's data files are there; the checkpoint loads, has a tokenizer and enough positions for every
+        task's max_length. Run before out_dir is claimed and the plan recorded (--resume would then hold the user
+        to a plan that cannot run), and before the first task trains (not hours later, at the task missing)."""
+        import warnings
+
+        from .data.glue import glue_files
+        from .data.task import resolve_tokenizer
+        from .models import load_model
+
+        for task in self.tasks:
+            glue_files(task, self.data_dir)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a head initialized here is thrown away: the searches warn themselves
+            positions = load_model(self.model).config.max_length
+        resolve_tokenizer(self.model)
+        longest = max(self.config(task).max_length for task in self.tasks)
+        if longest > positions:
+            raise ValueError(f"max_length={longest} exceeds the model's {positions} positions; allowed: 2..{positions}")
 
     def config(self, task: str) -> TrainConfig:
         return TrainConfig.paper(task, **self.overrides)
@@ -112,6 +136,7 @@ def reproduce_glue(plan: GluePlan, out_dir: str, resume: bool = False, progress:
         check_nproc(workers)
     job = _job(workers)
     if job is None or job.is_main:
+        _checked(job, plan.check_inputs)
         _checked(job, start_record, plan, out_dir, resume)
     if job is None:  # this process launches the workers
         run_on_workers(workers, reproduce_worker, plan, out_dir, progress, paper)
