@@ -29,23 +29,74 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _read_tickets(sources: str, names) -> dict:
+def _read_tickets(sources: str, names, model) -> dict:
+    """{task: Ticket} of the --tickets-from sources; a source giving none of the tasks a ticket, two sources
+    giving one task a ticket, or a search run of another model is one ValueError (never a silent pick)."""
+    found, origin = {}, {}
+    for src in [s for s in sources.split(",") if s.strip()]:
+        tickets = _tickets_in(src, names, model)
+        if not tickets:
+            raise ValueError(f"--tickets-from {src!r} holds no ticket for the tasks {', '.join(names)} ({_holds(src)}); "
+                             f"allowed: search runs of these tasks, a share run or a dir of <task>.json")
+        for name, ticket in tickets.items():
+            if name in found:
+                raise ValueError(f"--tickets-from gives task {name!r} two tickets ({origin[name]!r} and {src!r}); "
+                                 f"allowed: one source per task")
+            found[name], origin[name] = ticket, src
+    return found  # share_tickets names a task without a ticket
+
+
+def _tickets_in(src: str, names, model) -> dict:
+    """{task: Ticket} of one source: a search run's super ticket (checked against `model`), then per task
+    tickets/<task>.json, <task>.json or <task>/super_ticket.json."""
     from ..tickets import Ticket
     from ..tickets.store import read_json
 
     found = {}
-    for src in [s for s in sources.split(",") if s.strip()]:
-        config = os.path.join(src, "config.json")
-        if os.path.isfile(os.path.join(src, "super_ticket.json")) and os.path.isfile(config):
-            recorded = read_json(config, "run configuration")
-            if isinstance(recorded, dict) and isinstance(recorded.get("task"), str):
-                found[recorded["task"]] = Ticket.load(os.path.join(src, "super_ticket.json"))
-        for name in names:
-            for candidate in (os.path.join(src, "tickets", f"{name}.json"), os.path.join(src, f"{name}.json"),
-                              os.path.join(src, name, "super_ticket.json")):
-                if name not in found and os.path.isfile(candidate):
-                    found[name] = Ticket.load(candidate)
-    return {n: found[n] for n in names if n in found}  # share_tickets names a task without a ticket
+    config = os.path.join(src, "config.json")
+    if os.path.isfile(os.path.join(src, "super_ticket.json")) and os.path.isfile(config):
+        recorded = read_json(config, "run configuration")
+        if isinstance(recorded, dict) and isinstance(recorded.get("task"), str):
+            _check_same_model(src, recorded, model)
+            found[recorded["task"]] = Ticket.load(os.path.join(src, "super_ticket.json"))
+    for name in names:
+        for candidate in (os.path.join(src, "tickets", f"{name}.json"), os.path.join(src, f"{name}.json"),
+                          os.path.join(src, name, "super_ticket.json")):
+            if name not in found and os.path.isfile(candidate):
+                found[name] = Ticket.load(candidate)
+    return {n: found[n] for n in names if n in found}
+
+
+def _holds(src: str) -> str:
+    """What a source without a wanted ticket is, for the error message."""
+    from ..tickets.store import read_json
+
+    config = os.path.join(src, "config.json")
+    recorded = read_json(config, "run configuration") if os.path.isfile(config) else None
+    if isinstance(recorded, dict) and isinstance(recorded.get("task"), str):
+        return f"it is a search run of task {recorded['task']!r}"
+    return "no super_ticket.json, tickets/<task>.json, <task>.json or <task>/super_ticket.json there"
+
+
+# what a search run's model configuration may differ in from the shared model's and still be the same encoder
+_HEAD_FIELDS = ("num_labels", "kept_heads", "kept_ffn", "kept_neurons")
+
+
+def _check_same_model(src: str, recorded: dict, model) -> None:
+    """A search run's ticket ranks the heads and FFNs of the model it searched: another architecture or
+    vocabulary of the same shape would take it silently."""
+    import json
+
+    identity = recorded.get("model")
+    theirs = identity.get("config") if isinstance(identity, dict) else None
+    if not isinstance(theirs, dict):
+        return  # an older run without a model record: nothing to compare
+    ours = json.loads(json.dumps({k: v for k, v in model.config.to_dict().items() if k != "hf_config"}, default=str))
+    differ = sorted(k for k in set(theirs) | set(ours) if k not in _HEAD_FIELDS and theirs.get(k) != ours.get(k))
+    if differ:
+        what = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in differ[:4])
+        raise ValueError(f"--tickets-from {src!r} is a search run of another model ({recorded.get('model_name')!r}; "
+                         f"{what}); allowed: runs of --model {model.name_or_path!r}")
 
 
 def _check_args(args):
@@ -67,6 +118,8 @@ def _check_args(args):
         for src in [s for s in args.tickets_from.split(",") if s.strip()]:
             if not os.path.isdir(src):
                 raise ValueError(f"--tickets-from {src!r} is not a directory")
+        if args.sparsity is not None:  # it would be ignored: the tickets are read, not cut
+            raise ValueError(f"--sparsity {args.sparsity} with --tickets-from; allowed: one of them")
     else:
         check_level(args.sparsity)
     config = train_config(args, "quick-share")
@@ -88,11 +141,11 @@ def run(args) -> int:
     model = load_model(source, seed=args.seed, backend=args.backend)
     if config.max_length > model.config.max_length:
         raise ValueError(f"--max-length={config.max_length} exceeds the model's {model.config.max_length} positions")
+    if args.tickets_from is not None:  # before tokenizing any task: a wrong source fails in seconds
+        tickets = _read_tickets(args.tickets_from, list(args.tasks), model)
     tasks = {n: subset_task(load_task(n, tokenizer=source, max_length=config.max_length, data_dir=args.data_dir), config, args.seed)
              for n in args.tasks}
-    if args.tickets_from is not None:
-        tickets = _read_tickets(args.tickets_from, list(tasks))
-    else:
+    if args.tickets_from is None:
         check_level_prunes(model, args.sparsity)
         tickets = _fine_tuned_tickets(model, tasks, config, args)
     out = args.out or os.path.join("runs", f"share-{time.strftime('%Y%m%d-%H%M%S')}")
