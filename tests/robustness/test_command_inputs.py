@@ -1,0 +1,163 @@
+"""Bad input to search, reproduce, share and adapt: one line, exit 2, before any training or write. Each test
+names the defect it covers (all of them failed on the main this branch started from)."""
+
+import json
+import os
+import warnings
+
+import pytest
+import torch
+
+import fastticket as ft
+from fastticket.cli import main
+from fastticket.rundir import model_identity
+from tests.robustness.conftest import TINY_SEARCH
+from tests.robustness.tiny import write_checkpoint
+from tests.test_reproduce import tiny_checkpoint, tiny_glue
+
+
+def refused(capsys, argv, *needles):
+    """main(argv) is exit 2 with one stderr line holding every needle."""
+    capsys.readouterr()  # what the fixtures printed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(argv)
+    err = [line for line in capsys.readouterr().err.splitlines() if ": warning: " not in line]
+    assert code == 2 and len(err) == 1, err
+    for needle in needles:
+        assert needle in err[0], err[0]
+    return err[0]
+
+
+def test_search_refuses_a_repeated_kind(checkpoint, task_dir, tmp_path, capsys):
+    """Defect: --kinds winning,winning trained every winning ticket twice and wrote two rows of one trial id."""
+    out = tmp_path / "run"
+    refused(capsys, ["search", "--model", checkpoint, "--task", "local", "--data-dir", task_dir, *TINY_SEARCH,
+                     "--kinds", "winning,winning", "--out", str(out)], "kinds=('winning', 'winning')", "distinct")
+    assert not out.exists()
+
+
+def test_search_checks_its_arguments_before_reading_a_local_task(checkpoint, tmp_path, capsys):
+    """Defect: --task local was read and tokenized before --seeds was checked (the data error came first)."""
+    refused(capsys, ["search", "--model", checkpoint, "--task", "local", "--data-dir", str(tmp_path / "none"),
+                     *TINY_SEARCH, "--seeds", "0,0", "--out", str(tmp_path / "run")], "seeds=(0, 0)")
+
+
+@pytest.fixture(scope="module")
+def glue(tmp_path_factory):
+    root = tmp_path_factory.mktemp("glue")
+    return tiny_checkpoint(root / "model"), tiny_glue(root / "data")
+
+
+REPRODUCE = ["--seeds", "0", "--levels", "0.5", "--ffn-levels", "levels", "--epochs", "1", "--batch-size", "8",
+             "--max-length", "32"]
+
+
+def reproduce(model, data, out, *extra):
+    return ["reproduce", "glue", "--model", model, "--data-dir", data, "--out", str(out), *REPRODUCE, *extra]
+
+
+def test_reproduce_refuses_a_repeated_task(glue, tmp_path, capsys):
+    """Defect: --tasks rte,rte searched RTE twice and printed Table 1 with two RTE columns."""
+    model, data = glue
+    refused(capsys, reproduce(model, data, tmp_path / "out", "--tasks", "rte,rte"), "['rte', 'rte']", "each task once")
+    assert not (tmp_path / "out").exists()
+
+
+def test_reproduce_finds_a_missing_task_folder_before_training(glue, tmp_path, capsys):
+    """Defect: a --data-dir without MRPC/ was found only after RTE's whole search had run."""
+    model, data = glue
+    partial = tmp_path / "partial"
+    os.makedirs(partial / "RTE")
+    for name in os.listdir(os.path.join(data, "RTE")):
+        with open(os.path.join(data, "RTE", name), "rb") as f:
+            (partial / "RTE" / name).write_bytes(f.read())
+    refused(capsys, reproduce(model, str(partial), tmp_path / "out", "--tasks", "rte,mrpc"), "no mrpc training file")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--levels", "1.5"], "sparsity=1.5"),
+    (["--seeds", "0,0"], "seeds=(0, 0)"),
+    (["--ffn-levels", "0.1,0.2"], "ffn_levels has 2 values"),
+    (["--max-length", "1000"], "exceeds the model's 128 positions"),
+])
+def test_reproduce_bad_plan_records_nothing(glue, tmp_path, capsys, extra, needle):
+    """Defect: these were refused only after --out was claimed and the bad plan recorded in reproduce.json,
+    so the corrected command was refused too (without --resume: 'already holds a run'; with it: 'a different plan')."""
+    model, data = glue
+    args = reproduce(model, data, tmp_path / "out", "--tasks", "rte")
+    refused(capsys, [*args, *extra], needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_reproduce_bad_model_records_nothing(glue, tmp_path, capsys):
+    """Defect: a --model without a checkpoint left a claimed --out holding the plan (see above)."""
+    _, data = glue
+    refused(capsys, reproduce(data, data, tmp_path / "out", "--tasks", "rte"), "has no config.json")
+    assert not (tmp_path / "out").exists()
+
+
+def ticket_file(path, layers=2, heads=4):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ft.Ticket(torch.ones(layers, heads, dtype=torch.bool), torch.ones(layers, dtype=torch.bool)).save(str(path))
+
+
+def search_run(directory, task, checkpoint):
+    """What `share` reads of a search run: config.json (task, model record) and super_ticket.json."""
+    ticket_file(directory / "super_ticket.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        identity = model_identity(ft.load_model(checkpoint, num_labels=2))
+    config = {"task": task, "model_name": checkpoint, "model": identity}
+    (directory / "config.json").write_text(json.dumps(config, default=str), encoding="utf-8")
+    return str(directory)
+
+
+def share(checkpoint, tickets_from, *extra):
+    return ["share", "--model", checkpoint, "--tasks", "rte,mrpc", "--tickets-from", tickets_from, "--epochs", "1",
+            "--max-length", "16", *extra]
+
+
+def test_share_refuses_tickets_of_another_models_search(checkpoint, tmp_path, capsys):
+    """Defect: a search run of another checkpoint of the same [L, H] shape gave its ticket silently."""
+    other = write_checkpoint(tmp_path / "other", max_positions=64)
+    runs = search_run(tmp_path / "rte", "rte", other), search_run(tmp_path / "mrpc", "mrpc", checkpoint)
+    refused(capsys, share(checkpoint, ",".join(runs)), "is a search run of another model",
+            "max_position_embeddings: 64 -> 32")
+
+
+def test_share_refuses_two_tickets_for_one_task(checkpoint, tmp_path, capsys):
+    """Defect: two sources holding a ticket for one task: one of them was taken silently."""
+    ticket_file(tmp_path / "a" / "rte.json")
+    ticket_file(tmp_path / "b" / "rte.json")
+    ticket_file(tmp_path / "b" / "mrpc.json")
+    refused(capsys, share(checkpoint, f"{tmp_path / 'a'},{tmp_path / 'b'}"), "gives task 'rte' two tickets")
+
+
+def test_share_refuses_a_source_without_a_wanted_ticket(checkpoint, tmp_path, capsys):
+    """Defect: a source holding no ticket for the tasks (a search run of another task) was ignored silently."""
+    ticket_file(tmp_path / "a" / "rte.json")
+    ticket_file(tmp_path / "a" / "mrpc.json")
+    other_task = search_run(tmp_path / "sst2", "sst2", checkpoint)
+    refused(capsys, share(checkpoint, f"{tmp_path / 'a'},{other_task}"), "holds no ticket",
+            "a search run of task 'sst2'")
+
+
+def test_share_refuses_sparsity_with_tickets_from(checkpoint, tmp_path, capsys):
+    """Defect: --sparsity (even 5) was ignored silently when --tickets-from gave the tickets."""
+    ticket_file(tmp_path / "a" / "rte.json")
+    ticket_file(tmp_path / "a" / "mrpc.json")
+    refused(capsys, share(checkpoint, str(tmp_path / "a"), "--sparsity", "5"), "--sparsity 5.0 with --tickets-from")
+
+
+def test_adapt_refuses_repeated_fractions_and_seeds(checkpoint, tmp_path, capsys):
+    """Defect: --fractions 0.5,0.5 (or seeds=(0, 0)) fine-tuned the same subset twice, two identical rows."""
+    refused(capsys, ["adapt", "--from", checkpoint, "--task", "rte", "--fractions", "0.5,0.5",
+                     "--out", str(tmp_path / "out")], "--fractions '0.5,0.5'", "distinct")
+    model = ft.load_model(checkpoint)
+    task = ft.Task(name="t", train=[{"input_ids": [2, 3], "labels": 0}], dev=[{"input_ids": [2, 3], "labels": 0}],
+                   metric="accuracy", num_labels=2)
+    with pytest.raises(ValueError, match="distinct fractions and distinct seeds"):
+        ft.adapt(model, task, (0.5,), seeds=(0, 0))
+    assert not (tmp_path / "out").exists()
