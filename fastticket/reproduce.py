@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from .distributed import JobFailed, Workers, check_nproc, in_torchrun, launch_function, records_failures
 from .report import paired_p_value, seed_super_tickets
 from .rundir import claim
+from .tickets.store import read_json
 from .tickets.trials import PAPER_LEVELS
 from .train import TrainConfig
 from .utils import atomic_write_text
@@ -157,8 +158,9 @@ def start_record(plan: GluePlan, out_dir: str, resume: bool) -> None:
     if not os.path.isfile(record):
         atomic_write_text(record, json.dumps(plan.to_dict(), indent=1, sort_keys=True))
         return
-    with open(record, encoding="utf-8") as f:
-        old, new = json.load(f), plan.to_dict()
+    old, new = read_json(record, "reproduction plan"), plan.to_dict()
+    if not isinstance(old, dict):  # damaged by hand: name the file, never a traceback
+        raise ValueError(f"reproduction plan {record} is not a JSON object; it is not a plan `reproduce` wrote")
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
         raise ValueError(f"cannot resume {out_dir!r} with a different plan "

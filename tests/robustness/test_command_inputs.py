@@ -161,3 +161,17 @@ def test_adapt_refuses_repeated_fractions_and_seeds(checkpoint, tmp_path, capsys
     with pytest.raises(ValueError, match="distinct fractions and distinct seeds"):
         ft.adapt(model, task, (0.5,), seeds=(0, 0))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text, needle", [('{"tasks": ', "is corrupt or truncated"), ("[1]", "is not a JSON object")])
+def test_reproduce_resume_names_a_damaged_plan_file(glue, tmp_path, capsys, text, needle):
+    """Defect: a truncated reproduce.json was 'Expecting value: line 1 column 11' (no file named); a JSON list
+    was a traceback (AttributeError)."""
+    from fastticket.rundir import claim
+
+    model, data = glue
+    out = tmp_path / "out"
+    claim(str(out), "reproduce")
+    (out / "reproduce.json").write_text(text, encoding="utf-8")
+    refused(capsys, [*reproduce(model, data, out, "--tasks", "rte"), "--resume"], "reproduce.json", needle)
+    assert (out / "reproduce.json").read_text(encoding="utf-8") == text
