@@ -97,7 +97,11 @@ class GluePlan:
         from .models import load_model
 
         for task in self.tasks:
-            glue_files(task, self.data_dir)
+            files = glue_files(task, self.data_dir)
+            for split in [c.rpartition(":")[0] for c in COMPONENTS[task] if ":" in c]:  # optional to a search only
+                if split not in files:
+                    raise ValueError(f"no {task} {split} file under {self.data_dir!r} (Table 1 reports that dev set); "
+                                     f"expected {os.path.join(os.path.dirname(files['dev']), split + '.tsv')}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a head initialized here is thrown away: the searches warn themselves
             positions = load_model(self.model).config.max_length

@@ -175,3 +175,16 @@ def test_reproduce_resume_names_a_damaged_plan_file(glue, tmp_path, capsys, text
     (out / "reproduce.json").write_text(text, encoding="utf-8")
     refused(capsys, [*reproduce(model, data, out, "--tasks", "rte"), "--resume"], "reproduce.json", needle)
     assert (out / "reproduce.json").read_text(encoding="utf-8") == text
+
+
+def test_reproduce_needs_mnli_mismatched_before_training(glue, tmp_path, capsys):
+    """Defect: MNLI/ without dev_mismatched.tsv ran MNLI's whole search, then Table 1 was a KeyError traceback."""
+    model, data = glue
+    mnli = tmp_path / "glue" / "MNLI"
+    mnli.mkdir(parents=True)
+    for name in ("train.tsv", "dev_matched.tsv"):
+        with open(os.path.join(data, "MNLI", name), "rb") as f:
+            (mnli / name).write_bytes(f.read())
+    refused(capsys, reproduce(model, str(tmp_path / "glue"), tmp_path / "out", "--tasks", "mnli"),
+            "no mnli dev_mismatched file", "dev_mismatched.tsv")
+    assert not (tmp_path / "out").exists()
