@@ -188,3 +188,16 @@ def test_reproduce_needs_mnli_mismatched_before_training(glue, tmp_path, capsys)
     refused(capsys, reproduce(model, str(tmp_path / "glue"), tmp_path / "out", "--tasks", "mnli"),
             "no mnli dev_mismatched file", "dev_mismatched.tsv")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["--neuron-multiple", "8"], ("--neuron-multiple 8 is for --granularity neuron",)),
+    (["--kinds", "random", "--latency"], ("--latency times the winning tickets", "'random'")),
+])
+def test_search_refuses_an_option_that_would_be_ignored(checkpoint, task_dir, tmp_path, capsys, extra, needles):
+    """Defect: --neuron-multiple without --granularity neuron was ignored silently; --latency with no winning
+    kind ran the whole search, then printed 'No winning ticket has finished yet'."""
+    out = tmp_path / "run"
+    refused(capsys, ["search", "--model", checkpoint, "--task", "local", "--data-dir", task_dir, *TINY_SEARCH, *extra,
+                     "--out", str(out)], *needles)
+    assert not out.exists()
