@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--sparsity", type=float, default=None,
                    help="without --tickets-from: fine-tune the model on each task, score importance and cut a winning "
                         "ticket per task at this level (as `fastticket ticket` does)")
-    p.add_argument("--importance-examples", type=int, default=256, help="examples scored per task for --sparsity")
+    p.add_argument("--importance-examples", type=int, default=None,
+                   help="examples scored per task for --sparsity (default 256)")
     p.add_argument("--model", default=None, help="HF checkpoint dir or hub name (default: embedded all-MiniLM-L6-v2)")
     p.add_argument("--data-dir", default=None, help="GLUE-layout root for GLUE tasks")
     add_train_options(p, "quick-share (per task; paper-mtl is the paper's A.2.1)")
@@ -115,14 +116,21 @@ def _check_args(args):
     if args.tickets_from is None and args.sparsity is None:
         raise ValueError("give --tickets-from RUN_DIR (super tickets of `fastticket search` runs) or --sparsity S")
     if args.tickets_from is not None:
-        for src in [s for s in args.tickets_from.split(",") if s.strip()]:
+        sources = [s for s in args.tickets_from.split(",") if s.strip()]
+        if not sources:
+            raise ValueError(f"--tickets-from {args.tickets_from!r} names no directory; allowed: comma-separated run dirs")
+        for src in sources:
             if not os.path.isdir(src):
                 raise ValueError(f"--tickets-from {src!r} is not a directory")
-        if args.sparsity is not None:  # it would be ignored: the tickets are read, not cut
-            raise ValueError(f"--sparsity {args.sparsity} with --tickets-from; allowed: one of them")
+        cutting = [f"{flag} {value}" for flag, value in (("--sparsity", args.sparsity),
+                                                         ("--importance-examples", args.importance_examples)) if value is not None]
+        if cutting:  # they cut tickets; --tickets-from reads them: they would be ignored
+            raise ValueError(f"{' and '.join(cutting)} with --tickets-from; allowed: --tickets-from, or --sparsity "
+                             f"(with --importance-examples)")
     else:
         check_level(args.sparsity)
     config = train_config(args, "quick-share")
+    args.importance_examples = 256 if args.importance_examples is None else args.importance_examples
     if args.importance_examples < 1:
         raise ValueError(f"--importance-examples={args.importance_examples}; allowed: a positive count")
     resolve_device(args.device)

@@ -144,11 +144,21 @@ def test_share_refuses_a_source_without_a_wanted_ticket(checkpoint, tmp_path, ca
             "a search run of task 'sst2'")
 
 
-def test_share_refuses_sparsity_with_tickets_from(checkpoint, tmp_path, capsys):
-    """Defect: --sparsity (even 5) was ignored silently when --tickets-from gave the tickets."""
+@pytest.mark.parametrize("extra, needle", [
+    (["--sparsity", "5"], "--sparsity 5.0 with --tickets-from"),
+    (["--importance-examples", "10"], "--importance-examples 10 with --tickets-from"),
+])
+def test_share_refuses_ticket_cutting_options_with_tickets_from(checkpoint, tmp_path, capsys, extra, needle):
+    """Defect: --sparsity (even 5) and --importance-examples were ignored silently when --tickets-from gave
+    the tickets."""
     ticket_file(tmp_path / "a" / "rte.json")
     ticket_file(tmp_path / "a" / "mrpc.json")
-    refused(capsys, share(checkpoint, str(tmp_path / "a"), "--sparsity", "5"), "--sparsity 5.0 with --tickets-from")
+    refused(capsys, share(checkpoint, str(tmp_path / "a"), *extra), needle)
+
+
+def test_share_refuses_an_empty_tickets_from(checkpoint, capsys):
+    """Defect: --tickets-from ',' loaded the model and every task, then said 'task 'rte' has no ticket'."""
+    refused(capsys, share(checkpoint, ","), "--tickets-from ',' names no directory")
 
 
 def test_adapt_refuses_repeated_fractions_and_seeds(checkpoint, tmp_path, capsys):
