@@ -43,6 +43,22 @@ def _check_args(args):
     return config
 
 
+def _check_source(source: str) -> None:
+    """A search or reproduce run without a model to adapt is named as such (its config.json is no checkpoint's:
+    loading it said 'model_type None')."""
+    from ..rundir import owner
+
+    if not os.path.isdir(source):
+        return
+    found = owner(source)
+    if found == "search":
+        raise ValueError(f"--from {source!r} is a `fastticket search` run without a super ticket (no super_ticket_model/: "
+                         f"no winning ticket finished); allowed: a search run with one, a share run, an export or a checkpoint")
+    if found in ("reproduce", "adapt"):
+        raise ValueError(f"--from {source!r} is a `fastticket {found}` run, not a model; allowed: a search run (of a "
+                         f"reproduction: its <task>/ folder), a share run, an export or a checkpoint")
+
+
 def run(args) -> int:
     from .. import adapt, load_task
     from ..defaults import default_model_path
@@ -55,6 +71,7 @@ def run(args) -> int:
         source = os.path.join(source, SUPER_MODEL_DIR)
     if not os.path.exists(source):
         raise ValueError(f"--from {source!r} does not exist")
+    _check_source(source)
     encoder = encoder_of(source, args.shared_task)
     if config.max_length > encoder.config.max_length:
         raise ValueError(f"--max-length={config.max_length} exceeds the model's {encoder.config.max_length} positions")

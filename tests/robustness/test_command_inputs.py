@@ -211,3 +211,17 @@ def test_search_refuses_an_option_that_would_be_ignored(checkpoint, task_dir, tm
     refused(capsys, ["search", "--model", checkpoint, "--task", "local", "--data-dir", task_dir, *TINY_SEARCH, *extra,
                      "--out", str(out)], *needles)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["search", "reproduce"])
+def test_adapt_names_a_run_without_a_model(checkpoint, tmp_path, capsys, command):
+    """Defect: --from a search run without a super ticket (or a reproduction) was read as a checkpoint:
+    "checkpoint ... has model_type None"."""
+    from fastticket.rundir import claim
+
+    run = tmp_path / "run"
+    claim(str(run), command)
+    (run / "config.json").write_text(json.dumps({"task": "rte", "levels": [0.5]}), encoding="utf-8")
+    refused(capsys, ["adapt", "--from", str(run), "--task", "rte", "--out", str(tmp_path / "out")],
+            f"is a `fastticket {command}` run")
+    assert not (tmp_path / "out").exists()
