@@ -49,23 +49,41 @@ def _read_tickets(sources: str, names, model) -> dict:
 
 def _tickets_in(src: str, names, model) -> dict:
     """{task: Ticket} of one source: a search run's super ticket (checked against `model`), then per task
-    tickets/<task>.json, <task>.json or <task>/super_ticket.json."""
+    tickets/<task>.json, <task>.json or <task>/super_ticket.json (a reproduction's search runs: checked too)."""
+    from ..tickets import Ticket
+
+    own = _search_ticket(src, model)
+    found = {own[0]: own[1]} if own else {}
+    for name in [n for n in names if n not in found]:
+        files = [os.path.join(src, "tickets", f"{name}.json"), os.path.join(src, f"{name}.json")]
+        file = next((f for f in files if os.path.isfile(f)), None)
+        run = None if file else _search_ticket(os.path.join(src, name), model)
+        if file is not None:
+            found[name] = Ticket.load(file)
+        elif run is not None:
+            if run[0] != name:
+                raise ValueError(f"--tickets-from {os.path.join(src, name)!r} is a search run of task {run[0]!r}, not "
+                                 f"{name!r}; allowed: <task>/ folders holding that task's search")
+            found[name] = run[1]
+        elif os.path.isfile(os.path.join(src, name, "super_ticket.json")):
+            found[name] = Ticket.load(os.path.join(src, name, "super_ticket.json"))
+    return {n: found[n] for n in names if n in found}
+
+
+def _search_ticket(run_dir: str, model):
+    """(task, super ticket) of a search run directory, its model checked against `model` first; None when
+    run_dir is not a search run with a super ticket."""
     from ..tickets import Ticket
     from ..tickets.store import read_json
 
-    found = {}
-    config = os.path.join(src, "config.json")
-    if os.path.isfile(os.path.join(src, "super_ticket.json")) and os.path.isfile(config):
-        recorded = read_json(config, "run configuration")
-        if isinstance(recorded, dict) and isinstance(recorded.get("task"), str):
-            _check_same_model(src, recorded, model)
-            found[recorded["task"]] = Ticket.load(os.path.join(src, "super_ticket.json"))
-    for name in names:
-        for candidate in (os.path.join(src, "tickets", f"{name}.json"), os.path.join(src, f"{name}.json"),
-                          os.path.join(src, name, "super_ticket.json")):
-            if name not in found and os.path.isfile(candidate):
-                found[name] = Ticket.load(candidate)
-    return {n: found[n] for n in names if n in found}
+    config, ticket = os.path.join(run_dir, "config.json"), os.path.join(run_dir, "super_ticket.json")
+    if not (os.path.isfile(ticket) and os.path.isfile(config)):
+        return None
+    recorded = read_json(config, "run configuration")
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("task"), str):
+        return None
+    _check_same_model(run_dir, recorded, model)
+    return recorded["task"], Ticket.load(ticket)
 
 
 def _holds(src: str) -> str:

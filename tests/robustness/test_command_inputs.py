@@ -225,3 +225,15 @@ def test_adapt_names_a_run_without_a_model(checkpoint, tmp_path, capsys, command
     refused(capsys, ["adapt", "--from", str(run), "--task", "rte", "--out", str(tmp_path / "out")],
             f"is a `fastticket {command}` run")
     assert not (tmp_path / "out").exists()
+
+
+def test_share_checks_a_reproductions_task_runs(checkpoint, tmp_path, capsys):
+    """Defect: --tickets-from a reproduction (its <task>/super_ticket.json) skipped the model check, and a
+    <task>/ folder holding another task's search gave its ticket to <task>."""
+    other = write_checkpoint(tmp_path / "other", max_positions=64)
+    search_run(tmp_path / "a" / "rte", "rte", other)
+    search_run(tmp_path / "a" / "mrpc", "mrpc", checkpoint)
+    refused(capsys, share(checkpoint, str(tmp_path / "a")), "is a search run of another model")
+    search_run(tmp_path / "b" / "rte", "mrpc", checkpoint)
+    search_run(tmp_path / "b" / "mrpc", "mrpc", checkpoint)
+    refused(capsys, share(checkpoint, str(tmp_path / "b")), "is a search run of task 'mrpc', not 'rte'")
