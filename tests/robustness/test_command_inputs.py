@@ -237,3 +237,18 @@ def test_share_checks_a_reproductions_task_runs(checkpoint, tmp_path, capsys):
     search_run(tmp_path / "b" / "rte", "mrpc", checkpoint)
     search_run(tmp_path / "b" / "mrpc", "mrpc", checkpoint)
     refused(capsys, share(checkpoint, str(tmp_path / "b")), "is a search run of task 'mrpc', not 'rte'")
+
+
+def test_plot_refuses_a_results_file_with_a_trial_twice(tmp_path, capsys):
+    """Defect: a results.json holding one trial id twice (what a repeated --kinds wrote) was plotted, that
+    trial counted twice in every mean."""
+    from fastticket.rundir import claim
+
+    run = tmp_path / "run"
+    claim(str(run), "search")
+    row = {"id": "seed0-winning-50", "kind": "winning", "level": 0.5, "seed": 0, "selection_score": 0.5,
+           "heldout_score": 0.5, "weights_remaining": 60.0, "heads_kept": 4, "ffn_kept": 1}
+    (run / "config.json").write_text(json.dumps({"task": "rte", "metric": "accuracy"}), encoding="utf-8")
+    (run / "results.json").write_text(json.dumps({"rows": [row, dict(row)]}), encoding="utf-8")
+    refused(capsys, ["plot", str(run)], "is corrupt: trial 'seed0-winning-50' has 2 rows")
+    assert not (run / "phase_transition.png").exists()
