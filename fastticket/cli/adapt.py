@@ -28,6 +28,7 @@ def _check_args(args):
     """Everything that can be checked before a model or task is loaded; returns the TrainConfig."""
     from ..data.task import check_task_name
     from ..rundir import check_target
+    from ..tickets.trials import check_seed
     from ..utils import resolve_device
 
     check_task_name(args.task)
@@ -36,6 +37,8 @@ def _check_args(args):
         raise ValueError(f"--fractions {','.join(map(str, args.fractions))!r}; allowed: distinct fractions in (0, 1], e.g. 0.001,0.01,0.1,1")
     if not args.seeds or len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds {args.seeds}; allowed: distinct integers, at least one")
+    for seed in args.seeds:
+        check_seed(seed, "--seeds value")
     config = train_config(args, "quick-adapt")
     resolve_device(args.device)
     if args.out is not None:

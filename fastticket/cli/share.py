@@ -123,6 +123,7 @@ def _check_args(args):
     from ..data.task import check_task_name
     from ..rundir import check_target
     from ..tickets.select import check_level
+    from ..tickets.trials import check_seed
     from ..utils import resolve_device
 
     if not args.tasks:
@@ -147,6 +148,7 @@ def _check_args(args):
                              f"(with --importance-examples)")
     else:
         check_level(args.sparsity)
+    check_seed(args.seed, "--seed")
     config = train_config(args, "quick-share")
     args.importance_examples = 256 if args.importance_examples is None else args.importance_examples
     if args.importance_examples < 1:

@@ -38,7 +38,7 @@ from .store import ResultStore
 from .sweep import search_on_workers, start_store
 from .ticket import Ticket
 from .trial_runner import SELECTION_SEED, Runner, SearchData, split_dev
-from .trials import PAPER_LEVELS, Trial, check_ffn_levels, plan_trials, resolve_ffn_levels
+from .trials import PAPER_LEVELS, Trial, check_ffn_levels, check_seed, plan_trials, resolve_ffn_levels
 
 __all__ = ["search", "SearchResult", "split_dev", "SELECTION_SEED", "SUPER_MODEL_DIR", "PAPER_LEVELS"]
 
@@ -224,7 +224,7 @@ def _check(levels, kinds, seeds, estimator, selection_fraction, importance_examp
         check_level(0.5, kind)
     if not kinds or len(set(kinds)) != len(kinds):  # a repeated kind would train its tickets twice
         raise ValueError(f"kinds={kinds}; allowed: distinct kinds, a non-empty subset of {KINDS}")
-    seeds = tuple(int(s) for s in seeds)
+    seeds = tuple(check_seed(int(s), "seeds value") for s in seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds={seeds}; allowed: distinct integers, at least one")
     if estimator not in ESTIMATORS:

@@ -252,3 +252,20 @@ def test_plot_refuses_a_results_file_with_a_trial_twice(tmp_path, capsys):
     (run / "results.json").write_text(json.dumps({"rows": [row, dict(row)]}), encoding="utf-8")
     refused(capsys, ["plot", str(run)], "is corrupt: trial 'seed0-winning-50' has 2 rows")
     assert not (run / "phase_transition.png").exists()
+
+
+BIG = str(2**70)
+
+
+@pytest.mark.parametrize("command", [
+    ["search", "--task", "local", *TINY_SEARCH, "--seeds", BIG],
+    ["adapt", "--task", "rte", "--seeds", BIG],
+    ["share", "--tasks", "rte,mrpc", "--sparsity", "0.5", "--seed", BIG],
+])
+def test_a_seed_torch_cannot_take_is_refused_before_any_work(checkpoint, task_dir, tmp_path, capsys, command):
+    """Defect: a seed beyond 64 bits was 'Overflow when unpacking long long' once the first trial ran, after
+    the run directory and its config.json were written."""
+    out = tmp_path / "run"
+    where = ["--from", checkpoint] if command[0] == "adapt" else ["--model", checkpoint]
+    refused(capsys, [*command, *where, "--data-dir", task_dir, "--out", str(out)], BIG, "[-2**63, 2**63 - 1]")
+    assert not out.exists()
