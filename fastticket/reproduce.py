@@ -87,28 +87,38 @@ class GluePlan:
             self.config(task)
 
     def check_inputs(self) -> None:
-        """Every task's data files are there; the checkpoint loads, has a tokenizer and enough positions for every
-        task's max_length. Run before out_dir is claimed and the plan recorded (--resume would then hold the user
-        to a plan that cannot run), and before the first task trains (not hours later, at the task missing)."""
+        """Every task's data files are there; the checkpoint loads, has a tokenizer, enough positions for every
+        task's max_length and enough layers and heads for every level and FFN level. Run before out_dir is
+        claimed and the plan recorded (--resume would then hold the user to a plan that cannot run), and before
+        the first task trains (not hours later, at the task that fails)."""
         import warnings
 
-        from .data.glue import glue_files
         from .data.task import resolve_tokenizer
         from .models import load_model
+        from .tickets.search import check_level_prunes
+        from .tickets.trials import resolve_ffn_levels
 
         for task in self.tasks:
-            files = glue_files(task, self.data_dir)
-            for split in [c.rpartition(":")[0] for c in COMPONENTS[task] if ":" in c]:  # optional to a search only
-                if split not in files:
-                    raise ValueError(f"no {task} {split} file under {self.data_dir!r} (Table 1 reports that dev set); "
-                                     f"expected {os.path.join(os.path.dirname(files['dev']), split + '.tsv')}")
+            self._check_files(task)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a head initialized here is thrown away: the searches warn themselves
-            positions = load_model(self.model).config.max_length
+            model = load_model(self.model)
         resolve_tokenizer(self.model)
-        longest = max(self.config(task).max_length for task in self.tasks)
+        positions, longest = model.config.max_length, max(self.config(task).max_length for task in self.tasks)
         if longest > positions:
             raise ValueError(f"max_length={longest} exceeds the model's {positions} positions; allowed: 2..{positions}")
+        for level, ffn_level in zip(self.levels, resolve_ffn_levels(self.levels, self.ffn_levels, model.num_layers)):
+            check_level_prunes(model, level, ffn_level)  # 'authors' on fewer than 9 layers, a level pruning nothing
+
+    def _check_files(self, task: str) -> None:
+        """The task's training and dev files, and the extra dev set Table 1 reports (MNLI-mm; a search runs without)."""
+        from .data.glue import glue_files
+
+        files = glue_files(task, self.data_dir)
+        for split in [c.rpartition(":")[0] for c in COMPONENTS[task] if ":" in c]:
+            if split not in files:
+                raise ValueError(f"no {task} {split} file under {self.data_dir!r} (Table 1 reports that dev set); "
+                                 f"expected {os.path.join(os.path.dirname(files['dev']), split + '.tsv')}")
 
     def config(self, task: str) -> TrainConfig:
         return TrainConfig.paper(task, **self.overrides)

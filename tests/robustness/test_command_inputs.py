@@ -81,6 +81,8 @@ def test_reproduce_finds_a_missing_task_folder_before_training(glue, tmp_path, c
     (["--seeds", "0,0"], "seeds=(0, 0)"),
     (["--ffn-levels", "0.1,0.2"], "ffn_levels has 2 values"),
     (["--max-length", "1000"], "exceeds the model's 128 positions"),
+    (["--ffn-levels", "authors"], "ffn_levels='authors' prunes 5 FFNs at level 0.5, but the model has 2 layers"),
+    (["--levels", "0.05"], "level 0.05 prunes nothing on a model of 2 layers x 4 heads"),
 ])
 def test_reproduce_bad_plan_records_nothing(glue, tmp_path, capsys, extra, needle):
     """Defect: these were refused only after --out was claimed and the bad plan recorded in reproduce.json,
