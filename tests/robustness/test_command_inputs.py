@@ -271,3 +271,18 @@ def test_a_seed_torch_cannot_take_is_refused_before_any_work(checkpoint, task_di
     where = ["--from", checkpoint] if command[0] == "adapt" else ["--model", checkpoint]
     refused(capsys, [*command, *where, "--data-dir", task_dir, "--out", str(out)], BIG, "[-2**63, 2**63 - 1]")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("options, needle", [
+    (["--text-columns", "label", "--label-column", "label"], "label_column='label' (--label-column) is also a text column"),
+    (["--label-column", "text"], "label_column='text' (--label-column) is also a text column"),
+    (["--text-columns", "text,text"], "names one column twice"),
+    (["--regression", "--label-names", "a,b"], "with regression=True (--regression)"),
+])
+def test_local_task_options_that_contradict_are_refused(checkpoint, task_dir, tmp_path, capsys, options, needle):
+    """Defect: the label column given as a text column (the model read its own label), a pair of one column
+    with itself, and --regression with --label-names (a classification silently) were all searched."""
+    out = tmp_path / "run"
+    refused(capsys, ["search", "--model", checkpoint, "--task", "local", "--data-dir", task_dir, *TINY_SEARCH,
+                     *options, "--out", str(out)], needle)
+    assert not out.exists()
