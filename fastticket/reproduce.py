@@ -95,20 +95,22 @@ class GluePlan:
 
         from .data.task import resolve_tokenizer
         from .models import load_model
-        from .tickets.search import check_level_prunes
+        from .tickets.search import check_backend_runs, check_level_prunes
         from .tickets.trials import resolve_ffn_levels
+        from .utils import resolve_device
 
         for task in self.tasks:
             self._check_files(task)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a head initialized here is thrown away: the searches warn themselves
-            model = load_model(self.model)
+            model = load_model(self.model, backend=self.backend)
         resolve_tokenizer(self.model)
         positions, longest = model.config.max_length, max(self.config(task).max_length for task in self.tasks)
         if longest > positions:
             raise ValueError(f"max_length={longest} exceeds the model's {positions} positions; allowed: 2..{positions}")
         for level, ffn_level in zip(self.levels, resolve_ffn_levels(self.levels, self.ffn_levels, model.num_layers)):
             check_level_prunes(model, level, ffn_level)  # 'authors' on fewer than 9 layers, a level pruning nothing
+        check_backend_runs(model, resolve_device(self.device), self.backend)
 
     def _check_files(self, task: str) -> None:
         """The task's training and dev files, and the extra dev set Table 1 reports (MNLI-mm; a search runs without)."""

@@ -156,6 +156,7 @@ def search(
     check_granularity(granularity, neuron_multiple, intermediate_size=pretrained.config.intermediate_size)
     selection = {} if granularity == "ffn" else {"granularity": granularity, "neuron_multiple": neuron_multiple}
     ffn = _check_levels_on(pretrained, levels, ffn_levels, selection)
+    check_backend_runs(pretrained, device, backend)
 
     data = SearchData.of(task, train_config, selection_fraction, importance_examples)
     run_config = {
@@ -285,6 +286,17 @@ def check_level_prunes(pretrained: TicketModel, level: float, ffn_level: float |
         raise ValueError(f"level {level} prunes nothing on a model of {layers} layers x {heads} heads "
                          f"(round({level} * {layers * heads}) = 0 heads, 0 of {layers} FFNs); "
                          f"allowed: levels of at least {0.5 / (layers * heads):.3g}")
+
+
+def check_backend_runs(pretrained: TicketModel, device, backend: str) -> None:
+    """An explicit backend that cannot run on `device` (the CUDA extension not built, Triton on CPU) fails now,
+    in one forward pass of two tokens, not in the first fine-tuning after the run directory was written."""
+    if backend == "auto":
+        return  # auto falls back to torch, which runs everywhere
+    net = pretrained if torch.device(device).type == "cpu" else copy.deepcopy(pretrained).to(device)
+    ids = torch.zeros(1, 2, dtype=torch.long, device=device)
+    with torch.no_grad():
+        net(ids, attention_mask=torch.ones_like(ids))
 
 
 def _data_identity(task: Task, data_dir, data: SearchData) -> dict:

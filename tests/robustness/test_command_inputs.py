@@ -286,3 +286,16 @@ def test_local_task_options_that_contradict_are_refused(checkpoint, task_dir, tm
     refused(capsys, ["search", "--model", checkpoint, "--task", "local", "--data-dir", task_dir, *TINY_SEARCH,
                      *options, "--out", str(out)], needle)
     assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CUDA backend may run here")
+def test_a_backend_that_cannot_run_is_refused_before_any_write(checkpoint, task_dir, glue, tmp_path, capsys):
+    """Defect: --backend cuda on a machine without the CUDA extension failed in the first fine-tuning, after
+    config.json was written (the corrected command then needed --resume); reproduce recorded its plan first."""
+    out = tmp_path / "run"
+    refused(capsys, ["search", "--model", checkpoint, "--task", "local", "--data-dir", task_dir, *TINY_SEARCH,
+                     "--backend", "cuda", "--out", str(out)], "backend 'cuda' is not available")
+    assert not out.exists()
+    model, data = glue
+    refused(capsys, [*reproduce(model, data, out, "--tasks", "rte"), "--backend", "cuda"], "backend 'cuda' is not available")
+    assert not out.exists()
