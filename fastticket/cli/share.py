@@ -111,9 +111,10 @@ def _check_same_model(src: str, recorded: dict, model) -> None:
     if not isinstance(theirs, dict):
         return  # an older run without a model record: nothing to compare
     ours = json.loads(json.dumps({k: v for k, v in model.config.to_dict().items() if k != "hf_config"}, default=str))
-    differ = sorted(k for k in set(theirs) | set(ours) if k not in _HEAD_FIELDS and theirs.get(k) != ours.get(k))
+    # keys both record (a run of another fastticket version may lack or add a field without being another model)
+    differ = sorted(k for k in set(theirs) & set(ours) if k not in _HEAD_FIELDS and theirs[k] != ours[k])
     if differ:
-        what = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in differ[:4])
+        what = ", ".join(f"{k}: {theirs[k]!r} -> {ours[k]!r}" for k in differ[:4])
         raise ValueError(f"--tickets-from {src!r} is a search run of another model ({recorded.get('model_name')!r}; "
                          f"{what}); allowed: runs of --model {model.name_or_path!r}")
 

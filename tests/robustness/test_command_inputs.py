@@ -129,6 +129,21 @@ def test_share_refuses_tickets_of_another_models_search(checkpoint, tmp_path, ca
             "max_position_embeddings: 64 -> 32")
 
 
+def test_share_takes_a_search_run_of_the_same_model_recorded_by_another_version(checkpoint, glue, tmp_path):
+    """The model check compares what both configurations record: a field one fastticket version lacks is no
+    difference of model."""
+    runs = search_run(tmp_path / "rte", "rte", checkpoint), search_run(tmp_path / "mrpc", "mrpc", checkpoint)
+    config = json.loads((tmp_path / "rte" / "config.json").read_text(encoding="utf-8"))
+    del config["model"]["config"]["pooling"]
+    config["model"]["config"]["a_field_of_a_newer_version"] = 1
+    (tmp_path / "rte" / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main([*share(checkpoint, ",".join(runs)), "--data-dir", glue[1], "--batch-size", "8",
+                     "--max-train-examples", "8", "--max-eval-examples", "8", "--out", str(tmp_path / "out")])
+    assert code == 0 and (tmp_path / "out" / "results.json").is_file()
+
+
 def test_share_refuses_two_tickets_for_one_task(checkpoint, tmp_path, capsys):
     """Defect: two sources holding a ticket for one task: one of them was taken silently."""
     ticket_file(tmp_path / "a" / "rte.json")
