@@ -154,9 +154,14 @@ def task_folder(spec: GlueSpec, data_dir) -> str:
         )
     wanted = {f.lower() for f in spec.folders}
     candidates = sorted(os.path.join(data_dir, e) for e in os.listdir(data_dir) if e.lower() in wanted)
-    for folder in [c for c in candidates if os.path.isdir(c)] + [data_dir]:
+    others = {f.lower() for other in SPECS.values() for f in other.folders} - wanted
+    itself = [] if os.path.basename(os.path.abspath(data_dir)).lower() in others else [data_dir]  # RTE/ is no MRPC folder
+    for folder in [c for c in candidates if os.path.isdir(c)] + itself:
         if any(os.path.isfile(os.path.join(folder, f)) for f in spec.train_files):
             return folder
+    if not itself:
+        raise ValueError(f"no {spec.name} training file under {data_dir!r}: it is another task's folder; expected a "
+                         f"GLUE-layout root (holding {spec.folders[0]}/) or the {spec.folders[0]} folder itself")
     expected = [os.path.join(data_dir, spec.folders[0], f) for f in spec.train_files]
     expected += [os.path.join(data_dir, f) for f in spec.train_files]
     raise ValueError(f"no {spec.name} training file under {data_dir!r}; expected one of {expected}")

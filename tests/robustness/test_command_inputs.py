@@ -314,3 +314,13 @@ def test_a_backend_that_cannot_run_is_refused_before_any_write(checkpoint, task_
     model, data = glue
     refused(capsys, [*reproduce(model, data, out, "--tasks", "rte"), "--backend", "cuda"], "backend 'cuda' is not available")
     assert not out.exists()
+
+
+def test_another_tasks_folder_is_not_read_as_this_tasks(glue, tmp_path, capsys):
+    """Defect: --data-dir GLUE/RTE --tasks rte,mrpc took RTE/train.tsv as MRPC's (the folder itself counts for
+    any task), so RTE's whole search ran before MRPC's missing columns were found."""
+    model, data = glue
+    refused(capsys, reproduce(model, os.path.join(data, "RTE"), tmp_path / "out", "--tasks", "rte,mrpc"),
+            "no mrpc training file", "it is another task's folder")
+    assert not (tmp_path / "out").exists()
+    assert len(ft.load_task("rte", tokenizer=model, data_dir=os.path.join(data, "RTE"), max_length=32).train) > 0
