@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from .distributed import JobFailed, Workers, check_nproc, in_torchrun, launch_function, records_failures
 from .report import paired_p_value, seed_super_tickets
 from .rundir import claim
+from .tickets.store import read_json
 from .tickets.trials import PAPER_LEVELS
 from .train import TrainConfig
 from .utils import atomic_write_text
@@ -75,11 +76,51 @@ class GluePlan:
     backend: str = "auto"
 
     def __post_init__(self):
+        from .tickets.search import check_arguments
+
         unknown = [t for t in self.tasks if t not in GLUE_TABLE1]
-        if not self.tasks or unknown:
-            raise ValueError(f"tasks {list(self.tasks)}; allowed: a non-empty subset of {list(GLUE_TABLE1)}")
+        if not self.tasks or unknown or len(set(self.tasks)) != len(self.tasks):  # a repeat is searched twice
+            raise ValueError(f"tasks {list(self.tasks)}; allowed: a non-empty subset of {list(GLUE_TABLE1)}, each task once")
+        # before out_dir is claimed and the plan recorded: a typo must not leave a plan that --resume then holds to
+        check_arguments(self.levels, ("winning",), self.seeds, ffn_levels=self.ffn_levels, backend=self.backend)
         for task in self.tasks:  # every task's configuration is checked before any training
             self.config(task)
+
+    def check_inputs(self) -> None:
+        """Every task's data files are there; the checkpoint loads, has a tokenizer, enough positions for every
+        task's max_length and enough layers and heads for every level and FFN level. Run before out_dir is
+        claimed and the plan recorded (--resume would then hold the user to a plan that cannot run), and before
+        the first task trains (not hours later, at the task that fails)."""
+        import warnings
+
+        from .data.task import resolve_tokenizer
+        from .models import load_model
+        from .tickets.search import check_backend_runs, check_level_prunes
+        from .tickets.trials import resolve_ffn_levels
+        from .utils import resolve_device
+
+        for task in self.tasks:
+            self._check_files(task)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a head initialized here is thrown away: the searches warn themselves
+            model = load_model(self.model, backend=self.backend)
+        resolve_tokenizer(self.model)
+        positions, longest = model.config.max_length, max(self.config(task).max_length for task in self.tasks)
+        if longest > positions:
+            raise ValueError(f"max_length={longest} exceeds the model's {positions} positions; allowed: 2..{positions}")
+        for level, ffn_level in zip(self.levels, resolve_ffn_levels(self.levels, self.ffn_levels, model.num_layers)):
+            check_level_prunes(model, level, ffn_level)  # 'authors' on fewer than 9 layers, a level pruning nothing
+        check_backend_runs(model, resolve_device(self.device), self.backend)
+
+    def _check_files(self, task: str) -> None:
+        """The task's training and dev files, and the extra dev set Table 1 reports (MNLI-mm; a search runs without)."""
+        from .data.glue import glue_files
+
+        files = glue_files(task, self.data_dir)
+        for split in [c.rpartition(":")[0] for c in COMPONENTS[task] if ":" in c]:
+            if split not in files:
+                raise ValueError(f"no {task} {split} file under {self.data_dir!r} (Table 1 reports that dev set); "
+                                 f"expected {os.path.join(os.path.dirname(files['dev']), split + '.tsv')}")
 
     def config(self, task: str) -> TrainConfig:
         return TrainConfig.paper(task, **self.overrides)
@@ -112,6 +153,7 @@ def reproduce_glue(plan: GluePlan, out_dir: str, resume: bool = False, progress:
         check_nproc(workers)
     job = _job(workers)
     if job is None or job.is_main:
+        _checked(job, plan.check_inputs)
         _checked(job, start_record, plan, out_dir, resume)
     if job is None:  # this process launches the workers
         run_on_workers(workers, reproduce_worker, plan, out_dir, progress, paper)
@@ -132,8 +174,9 @@ def start_record(plan: GluePlan, out_dir: str, resume: bool) -> None:
     if not os.path.isfile(record):
         atomic_write_text(record, json.dumps(plan.to_dict(), indent=1, sort_keys=True))
         return
-    with open(record, encoding="utf-8") as f:
-        old, new = json.load(f), plan.to_dict()
+    old, new = read_json(record, "reproduction plan"), plan.to_dict()
+    if not isinstance(old, dict):  # damaged by hand: name the file, never a traceback
+        raise ValueError(f"reproduction plan {record} is not a JSON object; it is not a plan `reproduce` wrote")
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
         raise ValueError(f"cannot resume {out_dir!r} with a different plan "

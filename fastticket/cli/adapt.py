@@ -28,19 +28,38 @@ def _check_args(args):
     """Everything that can be checked before a model or task is loaded; returns the TrainConfig."""
     from ..data.task import check_task_name
     from ..rundir import check_target
+    from ..tickets.trials import check_seed
     from ..utils import resolve_device
 
     check_task_name(args.task)
     bad = [f for f in args.fractions if not 0 < f <= 1]
-    if not args.fractions or bad:
-        raise ValueError(f"--fractions {','.join(map(str, args.fractions))!r}; allowed: fractions in (0, 1], e.g. 0.001,0.01,0.1,1")
+    if not args.fractions or bad or len(set(args.fractions)) != len(args.fractions):  # a repeat trains twice
+        raise ValueError(f"--fractions {','.join(map(str, args.fractions))!r}; allowed: distinct fractions in (0, 1], e.g. 0.001,0.01,0.1,1")
     if not args.seeds or len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds {args.seeds}; allowed: distinct integers, at least one")
+    for seed in args.seeds:
+        check_seed(seed, "--seeds value")
     config = train_config(args, "quick-adapt")
     resolve_device(args.device)
     if args.out is not None:
         check_target(args.out, "adapt")
     return config
+
+
+def _check_source(source: str) -> None:
+    """A search or reproduce run without a model to adapt is named as such (its config.json is no checkpoint's:
+    loading it said 'model_type None')."""
+    from ..rundir import owner
+
+    if not os.path.isdir(source):
+        return
+    found = owner(source)
+    if found == "search":
+        raise ValueError(f"--from {source!r} is a `fastticket search` run without a super ticket (no super_ticket_model/: "
+                         f"no winning ticket finished); allowed: a search run with one, a share run, an export or a checkpoint")
+    if found in ("reproduce", "adapt"):
+        raise ValueError(f"--from {source!r} is a `fastticket {found}` run, not a model; allowed: a search run (of a "
+                         f"reproduction: its <task>/ folder), a share run, an export or a checkpoint")
 
 
 def run(args) -> int:
@@ -55,6 +74,7 @@ def run(args) -> int:
         source = os.path.join(source, SUPER_MODEL_DIR)
     if not os.path.exists(source):
         raise ValueError(f"--from {source!r} does not exist")
+    _check_source(source)
     encoder = encoder_of(source, args.shared_task)
     if config.max_length > encoder.config.max_length:
         raise ValueError(f"--max-length={config.max_length} exceeds the model's {encoder.config.max_length} positions")

@@ -62,6 +62,10 @@ def read_run(run_dir: str):
         if missing or bad or row["kind"] not in ("full", "winning", "random", "losing"):
             what = f"lacks {missing}" if missing else f"has non-numeric {bad}" if bad else f"has kind {row['kind']!r}"
             raise ValueError(f"results file {results_file} is corrupt: row {i} {what}")
+    ids = [row["id"] for row in rows if isinstance(row.get("id"), str)]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:  # one trial counted twice would skew every mean and the super-ticket choice
+        raise ValueError(f"results file {results_file} is corrupt: trial {twice[0]!r} has {ids.count(twice[0])} rows")
     return config, rows
 
 

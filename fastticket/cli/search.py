@@ -49,7 +49,7 @@ def add_parser(sub) -> None:
                         "(the authors' BERT-base scripts)")
     p.add_argument("--granularity", default="ffn", choices=("ffn", "neuron"),
                    help="ffn: prune whole FFNs (the paper's); neuron: prune FFN neurons at the FFN level instead")
-    p.add_argument("--neuron-multiple", type=int, default=64,
+    p.add_argument("--neuron-multiple", type=int, default=None,
                    help="with --granularity neuron: each FFN keeps a multiple of this many neurons (default 64)")
     p.add_argument("--kinds", type=names_arg, default="winning", help=f"comma-separated subset of {','.join(KINDS)}")
     p.add_argument("--seeds", type=seeds_arg, default="0")
@@ -77,6 +77,7 @@ def run_search(args) -> int:
     from ..distributed import check_nproc, in_torchrun
     from ..rundir import check_target
     from ..tickets import search
+    from ..tickets.search import check_arguments
     from ..utils import resolve_device
 
     if args.resume and not args.out:
@@ -91,16 +92,16 @@ def run_search(args) -> int:
         raise ValueError("under torchrun --out is needed: the run directory every worker shares")
     task = args.task or DEFAULT_TASK
     local = local_task_options(args, task)
+    check_option_pairs(args)
     config = train_config(args, default_preset(task))
     out = args.out or os.path.join("runs", f"{task}-{_time.strftime('%Y%m%d-%H%M%S')}")
     check_target(out, "search", resume=args.resume)  # before loading anything (search checks again, then claims)
     resolve_device(args.device)
+    # what needs no model or data, before a --task local is read and tokenized or workers start
+    check_arguments(args.levels, args.kinds, args.seeds, ffn_levels=args.ffn_levels, estimator=args.estimator,
+                    importance_examples=args.importance_examples, backend=args.backend,
+                    granularity=args.granularity, neuron_multiple=args.neuron_multiple)
     if not worker and (args.nproc or 1) > 1:
-        from ..tickets.search import check_arguments
-
-        check_arguments(args.levels, args.kinds, args.seeds, ffn_levels=args.ffn_levels, estimator=args.estimator,
-                        importance_examples=args.importance_examples, backend=args.backend,
-                        granularity=args.granularity, neuron_multiple=args.neuron_multiple)
         return launch_workers(args, out)
     model = args.model
     if model is None:
@@ -121,6 +122,18 @@ def run_search(args) -> int:
         return 0  # worker 0 reports
     report(result, task, model, out, args)
     return 0
+
+
+def check_option_pairs(args) -> None:
+    """Options that only mean something beside another are refused without it (never ignored silently);
+    --neuron-multiple's default (64) is set here, where it applies."""
+    if args.neuron_multiple is not None and args.granularity != "neuron":
+        raise ValueError(f"--neuron-multiple {args.neuron_multiple} is for --granularity neuron (the granularity is "
+                         f"{args.granularity!r}: whole FFNs are pruned)")
+    args.neuron_multiple = 64 if args.neuron_multiple is None else args.neuron_multiple
+    if args.latency and "winning" not in args.kinds:
+        raise ValueError(f"--latency times the winning tickets, and --kinds {','.join(args.kinds)!r} has none; "
+                         f"allowed: --kinds with winning, or no --latency")
 
 
 def report(result, task, model, out: str, args) -> None:

@@ -128,16 +128,20 @@ def read_glue(name: str, data_dir: str | None) -> dict[str, RawSplit]:
     spec = SPECS[name]
     if data_dir is None:
         return _read_hub(spec)
+    return {split: _read_file(spec, path) for split, path in glue_files(name, data_dir).items()}
+
+
+def glue_files(name: str, data_dir) -> dict[str, str]:
+    """{"train", "dev", and extra dev splits: path} of a GLUE-layout task under data_dir, without reading them:
+    a ValueError naming what is missing (a many-task run checks every task's files before any training)."""
+    spec = SPECS[name]
     folder = task_folder(spec, data_dir)
-    splits = {
-        "train": _read_file(spec, _find(spec, folder, spec.train_files, "training")),
-        "dev": _read_file(spec, _find(spec, folder, spec.dev_files, "dev")),
-    }
-    for extra, files, _ in spec.extra_dev:
-        found = [os.path.join(folder, f) for f in files if os.path.isfile(os.path.join(folder, f))]
+    files = {"train": _find(spec, folder, spec.train_files, "training"), "dev": _find(spec, folder, spec.dev_files, "dev")}
+    for extra, names, _ in spec.extra_dev:
+        found = [os.path.join(folder, f) for f in names if os.path.isfile(os.path.join(folder, f))]
         if found:  # an optional second dev set (MNLI's other genre split)
-            splits[extra] = _read_file(spec, found[0])
-    return splits
+            files[extra] = found[0]
+    return files
 
 
 def task_folder(spec: GlueSpec, data_dir) -> str:
@@ -150,9 +154,14 @@ def task_folder(spec: GlueSpec, data_dir) -> str:
         )
     wanted = {f.lower() for f in spec.folders}
     candidates = sorted(os.path.join(data_dir, e) for e in os.listdir(data_dir) if e.lower() in wanted)
-    for folder in [c for c in candidates if os.path.isdir(c)] + [data_dir]:
+    others = {f.lower() for other in SPECS.values() for f in other.folders} - wanted
+    itself = [] if os.path.basename(os.path.abspath(data_dir)).lower() in others else [data_dir]  # RTE/ is no MRPC folder
+    for folder in [c for c in candidates if os.path.isdir(c)] + itself:
         if any(os.path.isfile(os.path.join(folder, f)) for f in spec.train_files):
             return folder
+    if not itself:
+        raise ValueError(f"no {spec.name} training file under {data_dir!r}: it is another task's folder; expected a "
+                         f"GLUE-layout root (holding {spec.folders[0]}/) or the {spec.folders[0]} folder itself")
     expected = [os.path.join(data_dir, spec.folders[0], f) for f in spec.train_files]
     expected += [os.path.join(data_dir, f) for f in spec.train_files]
     raise ValueError(f"no {spec.name} training file under {data_dir!r}; expected one of {expected}")

@@ -227,6 +227,7 @@ def read_local(data_dir, text_columns=None, label_column="label", label_names=No
     tables = {split: read_table(find_split_file(data_dir, split)) for split in ("train", "dev")}
     if text_columns is None:
         text_columns = detect_text_columns(tables["train"].columns, tables["train"].path)
+    _check_column_roles(tuple(text_columns), label_column, label_names, regression)
     for table in tables.values():
         if not table.rows:
             raise ValueError(f"{table.path} has no rows")
@@ -250,6 +251,20 @@ def _check_texts(table: Table, text_columns) -> None:
             if not isinstance(row.get(column), str):
                 found = "no value" if row.get(column) is None else f"{type(row[column]).__name__} {row[column]!r}"
                 raise ValueError(f"{table.at(i)}: column {column!r} has {found}; a text is expected")
+
+
+def _check_column_roles(text_columns: tuple, label_column, label_names, regression) -> None:
+    """Options that contradict each other are refused, not resolved silently: the label fed to the model as
+    text (it learns to copy it), a pair of one column with itself, class names for a regression."""
+    if label_column in text_columns:
+        raise ValueError(f"label_column={label_column!r} (--label-column) is also a text column (text_columns="
+                         f"{text_columns}); allowed: a label column that is not model input")
+    if len(set(text_columns)) != len(text_columns):
+        raise ValueError(f"text_columns={text_columns} (--text-columns) names one column twice; allowed: one column, "
+                         f"or a pair of two different columns")
+    if label_names is not None and regression:
+        raise ValueError(f"label_names={list(label_names)} (--label-names) with regression=True (--regression); "
+                         f"allowed: one of them (class names, or numeric labels of a regression)")
 
 
 def _labels(tables: dict, column: str, label_names, regression):

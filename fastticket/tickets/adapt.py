@@ -28,6 +28,7 @@ from ..models.encoder import ClassificationHead
 from ..rundir import claim
 from ..train import TrainConfig, as_config
 from ..utils import atomic_write_text
+from .trials import check_seed
 
 PAPER_FRACTIONS = (0.001, 0.01, 0.1, 1.0)
 
@@ -120,6 +121,10 @@ def adapt(
     fractions = tuple(fractions)
     if not fractions or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1 for f in fractions):
         raise ValueError(f"fractions={fractions!r}; allowed: fractions in (0, 1], e.g. {PAPER_FRACTIONS}")
+    seeds = tuple(check_seed(s, "seeds value") for s in seeds)
+    if len(set(fractions)) != len(fractions) or not seeds or len(set(seeds)) != len(seeds):  # no run trained twice
+        raise ValueError(f"fractions={fractions!r}, seeds={seeds!r}; allowed: distinct fractions and distinct seeds, "
+                         f"at least one of each")
     if not (hasattr(task, "train") and hasattr(task, "dev")):
         raise ValueError(f"task must be an ft.Task; got {type(task).__name__}")
     if len(task.train) == 0 or len(task.dev) == 0:

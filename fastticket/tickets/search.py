@@ -38,7 +38,7 @@ from .store import ResultStore
 from .sweep import search_on_workers, start_store
 from .ticket import Ticket
 from .trial_runner import SELECTION_SEED, Runner, SearchData, split_dev
-from .trials import PAPER_LEVELS, Trial, check_ffn_levels, plan_trials, resolve_ffn_levels
+from .trials import PAPER_LEVELS, Trial, check_ffn_levels, check_seed, plan_trials, resolve_ffn_levels
 
 __all__ = ["search", "SearchResult", "split_dev", "SELECTION_SEED", "SUPER_MODEL_DIR", "PAPER_LEVELS"]
 
@@ -156,6 +156,7 @@ def search(
     check_granularity(granularity, neuron_multiple, intermediate_size=pretrained.config.intermediate_size)
     selection = {} if granularity == "ffn" else {"granularity": granularity, "neuron_multiple": neuron_multiple}
     ffn = _check_levels_on(pretrained, levels, ffn_levels, selection)
+    check_backend_runs(pretrained, device, backend)
 
     data = SearchData.of(task, train_config, selection_fraction, importance_examples)
     run_config = {
@@ -222,9 +223,9 @@ def _check(levels, kinds, seeds, estimator, selection_fraction, importance_examp
     kinds = tuple(kinds)
     for kind in kinds:
         check_level(0.5, kind)
-    if not kinds:
-        raise ValueError(f"kinds is empty; allowed: a subset of {KINDS}")
-    seeds = tuple(int(s) for s in seeds)
+    if not kinds or len(set(kinds)) != len(kinds):  # a repeated kind would train its tickets twice
+        raise ValueError(f"kinds={kinds}; allowed: distinct kinds, a non-empty subset of {KINDS}")
+    seeds = tuple(check_seed(int(s), "seeds value") for s in seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds={seeds}; allowed: distinct integers, at least one")
     if estimator not in ESTIMATORS:
@@ -285,6 +286,17 @@ def check_level_prunes(pretrained: TicketModel, level: float, ffn_level: float |
         raise ValueError(f"level {level} prunes nothing on a model of {layers} layers x {heads} heads "
                          f"(round({level} * {layers * heads}) = 0 heads, 0 of {layers} FFNs); "
                          f"allowed: levels of at least {0.5 / (layers * heads):.3g}")
+
+
+def check_backend_runs(pretrained: TicketModel, device, backend: str) -> None:
+    """An explicit backend that cannot run on `device` (the CUDA extension not built, Triton on CPU) fails now,
+    in one forward pass of two tokens, not in the first fine-tuning after the run directory was written."""
+    if backend == "auto":
+        return  # auto falls back to torch, which runs everywhere
+    net = pretrained if torch.device(device).type == "cpu" else copy.deepcopy(pretrained).to(device)
+    ids = torch.zeros(1, 2, dtype=torch.long, device=device)
+    with torch.no_grad():
+        net(ids, attention_mask=torch.ones_like(ids))
 
 
 def _data_identity(task: Task, data_dir, data: SearchData) -> dict:

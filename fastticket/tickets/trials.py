@@ -8,6 +8,7 @@ the FFN level shows in it only where it differs from the head level.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 PAPER_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -36,6 +37,17 @@ class Trial:
 def _percent(level: float) -> str:
     percent = round(level * 1000) / 10  # to 0.1 %: 0.1 -> "10", 0.125 -> "12.5", 1/12 -> "08.3"
     return f"{int(percent):02d}" if percent.is_integer() else f"{percent:04.1f}"
+
+
+SEED_RANGE = (-2**63, 2**63 - 1)  # what torch's generators take (a 64-bit integer)
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """The seed as an int; a ValueError naming it when torch could not seed a generator with it (found only
+    once the first trial ran, after the run directory was written)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ValueError(f"{name}={seed!r}; allowed: an integer in [-2**63, 2**63 - 1]")
+    return int(seed)
 
 
 def plan_trials(levels, kinds, seeds, ffn_levels=None) -> list[Trial]:
