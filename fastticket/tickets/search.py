@@ -154,18 +154,14 @@ def search(
     if getattr(task, "max_length", None):  # a Task given tokenized: its length is the run's
         train_config = train_config.replace(max_length=task.max_length)
     check_granularity(granularity, neuron_multiple, intermediate_size=pretrained.config.intermediate_size)
-    selection = {} if granularity == "ffn" else {"granularity": granularity, "neuron_multiple": neuron_multiple}
+    selection = {} if granularity == "ffn" else {"granularity": granularity, "neuron_multiple": int(neuron_multiple)}
     ffn = _check_levels_on(pretrained, levels, ffn_levels, selection)
     check_backend_runs(pretrained, device, backend)
 
     data = SearchData.of(task, train_config, selection_fraction, importance_examples)
-    run_config = {
-        "model_name": pretrained.name_or_path, "task": task.name, "metric": primary_metric(task), "levels": list(levels),
-        "ffn_levels": None if ffn == levels else list(ffn), "kinds": list(kinds), "seeds": list(seeds), "estimator": estimator,
-        **train_config.to_dict(), **data.counts(), "selection_fraction": selection_fraction,
-        "data": _data_identity(task, data_dir, data), "model": model_identity(pretrained), "code_version": code_version(),
-        **selection,  # recorded only for neuron-level runs: whole-FFN runs keep their identity
-    }
+    plan = {"levels": list(levels), "ffn_levels": None if ffn == levels else list(ffn), "kinds": list(kinds),
+            "seeds": list(seeds), "estimator": estimator, "selection_fraction": selection_fraction}
+    run_config = _run_config(pretrained, task, data_dir, data, train_config, plan, selection)
     store = ResultStore(out_dir) if out_dir is not None else None
     if store is not None:
         start_store(job, store, run_config, resume)
@@ -179,6 +175,16 @@ def search(
     if store is not None and job.is_main:  # worker 0 draws, once, at the end
         result.plot()
     return result
+
+
+def _run_config(pretrained, task, data_dir, data, train_config, plan: dict, selection: dict) -> dict:
+    """What config.json records and a resume must match: the plan, training, data and model identity, code."""
+    return {
+        "model_name": pretrained.name_or_path, "task": task.name, "metric": primary_metric(task), **plan,
+        **train_config.to_dict(), **data.counts(), "data": _data_identity(task, data_dir, data),
+        "model": model_identity(pretrained), "code_version": code_version(),
+        **selection,  # recorded only for neuron-level runs: whole-FFN runs keep their identity
+    }
 
 
 def _worker_options(arguments: dict) -> dict:
