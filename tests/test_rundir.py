@@ -51,3 +51,15 @@ def test_config_differences_name_nested_keys():
     new = {"levels": [0.5], "model": {"weights_sha256": "b", "config": {"num_layers": 6}}, "seed": 1}
     assert config_differences(old, new) == ["lr: 0.0001 -> '(absent)'", "model.weights_sha256: 'a' -> 'b'",
                                             "seed: '(absent)' -> 1"]
+
+
+def test_an_existing_target_in_a_read_only_folder_is_refused_before_writing(tmp_path, monkeypatch):
+    """replace_dir builds the new directory beside the target: a parent it may not write is refused up front
+    (checked through os.access, since tests may run as root, who may write anywhere)."""
+    parent = tmp_path / "readonly"
+    (parent / "export").mkdir(parents=True)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if os.fspath(p) == str(parent) else real_access(p, mode))
+    with pytest.raises(ValueError, match="readonly' is not writable"):
+        rundir.check_replaceable(str(parent / "export"), "export")
+    assert os.listdir(parent) == ["export"]

@@ -110,6 +110,7 @@ def check_replaceable(path, command: str) -> str:
     if os.path.lexists(path) and not os.path.isdir(path):
         raise ValueError(f"{command} path {path!r} exists and is not a directory")
     check_writable(path)
+    check_writable(os.path.dirname(path))  # the new directory is made beside it, then swapped in
     if not os.path.isdir(path) or not os.listdir(path):
         return path
     found = owner(path)
