@@ -20,10 +20,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def load(results: Path = RESULTS) -> dict[str, list[dict]]:
-    """{device: [records]}."""
+    """{device: [records]}. Files holding one JSON object (gpu_check.json's summary, sm90_compile.json) are
+    summaries, not measurement records: skipped."""
     by = defaultdict(list)
     for f in sorted(Path(results).glob("*.json")):
-        for r in json.loads(f.read_text()):
+        records = json.loads(f.read_text())
+        for r in records if isinstance(records, list) else ():
             by[r["device"]].append(r)
     return dict(by)
 
