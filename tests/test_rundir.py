@@ -63,3 +63,13 @@ def test_an_existing_target_in_a_read_only_folder_is_refused_before_writing(tmp_
     with pytest.raises(ValueError, match="readonly' is not writable"):
         rundir.check_replaceable(str(parent / "export"), "export")
     assert os.listdir(parent) == ["export"]
+
+
+def test_the_working_directory_is_never_swapped_out(tmp_path, monkeypatch):
+    here = tmp_path / "empty"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for target in (".", str(here), str(tmp_path)):
+        with pytest.raises(ValueError, match="is the working directory or holds it"):
+            rundir.check_replaceable(target, "export")
+    assert rundir.check_replaceable("sub", "export") == str(here / "sub")

@@ -109,6 +109,10 @@ def check_replaceable(path, command: str) -> str:
         raise ValueError(f"{command} path {path!r} is a symbolic link; give the directory it points to, or a new path")
     if os.path.lexists(path) and not os.path.isdir(path):
         raise ValueError(f"{command} path {path!r} exists and is not a directory")
+    cwd = os.getcwd()
+    if path == cwd or cwd.startswith(path + os.sep):  # swapped out, it would leave the shell in a deleted folder
+        raise ValueError(f"{command} path {path!r} is the working directory or holds it; allowed: a directory "
+                         f"beside or below it")
     check_writable(path)
     check_writable(os.path.dirname(path))  # the new directory is made beside it, then swapped in
     if not os.path.isdir(path) or not os.listdir(path):
