@@ -1,6 +1,6 @@
 """Statistics, super-ticket picks, tables and phase-transition plots from search rows (results.json).
 
-Super tickets (ARCHITECTURE §1, the paper's Tables 1, 5, 6): each seed picks, among its own winning rows,
+Super tickets (docs/method.md §5, the paper's Tables 1, 5, 6): each seed picks, among its own winning rows,
 the one with the best selection score (ties: the sparser ticket — higher head level, then higher FFN
 level). The one super ticket a run exports is the (level, FFN level) most seeds picked (ties: the higher
 mean selection score of those picks, then the sparser); its model is that of the seed whose pick scored

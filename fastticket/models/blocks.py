@@ -1,6 +1,6 @@
 """The encoder block: masked self-attention and feed-forward sublayers, post-norm or pre-norm.
 
-Masks follow ARCHITECTURE §1 in every variant: ξ[l, h] scales head h's context before W_O
+Masks follow docs/method.md §1 in every variant: ξ[l, h] scales head h's context before W_O
 (masked_attention's head_scale), ν[l] scales the FFN output (after its dropout) before the residual add.
 Post-norm (BERT, DeBERTa): y = LayerNorm(x + sublayer(x)), the FFN through the fused
 masked_residual_layernorm. Pre-norm (ModernBERT): y = x + sublayer(norm(x)), ν through apply_scale.

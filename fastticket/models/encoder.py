@@ -1,6 +1,6 @@
 """The lean masked encoder (TicketModel) over every supported family, with head and FFN masks.
 
-Masks follow ARCHITECTURE §1: ξ[l, h] scales head h's context before W_O, ν[l] scales the FFN output before
+Masks follow docs/method.md §1: ξ[l, h] scales head h's context before W_O, ν[l] scales the FFN output before
 the residual add (blocks.py). Both may be per model ([L, H], [L]) or per example ([B, L, H], [B, L]). No
 Hugging Face modeling code runs here; what differs between families is in EncoderConfig's fields and the
 family object (families/), never in a branch on a family's name.

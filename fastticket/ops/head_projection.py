@@ -1,6 +1,6 @@
 """head_projection: Q/K/V and output projections over a task's live heads of a shared weight.
 
-In ticket sharing (ARCHITECTURE §1, §3) every task's ticket is a subset of the heads the shared encoder
+In ticket sharing (docs/method.md §6) every task's ticket is a subset of the heads the shared encoder
 holds; a batch of task i must compute only task i's heads and write weight gradients only to their
 slices. `heads` is the head table: int [h], positions of the live heads in the weight's head layout.
 

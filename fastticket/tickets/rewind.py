@@ -1,6 +1,6 @@
 """ft.rewind: a physically compact copy of a model that holds only a ticket's heads and FFNs.
 
-ARCHITECTURE §1 (Rewinding) and §3 (Skipping pruned structures): the surviving weights keep their values
+docs/method.md §4 (rewinding and skipping what is pruned): the surviving weights keep their values
 (pass the *pre-trained* model to rewind to pre-trained values), pruned heads lose their Q/K/V output rows
 (and biases) and their W_O input columns, pruned FFNs lose both Linear layers, and nothing is
 re-initialized (the task head is copied too; re-initialize it with `model.reset_head(seed)`). The result

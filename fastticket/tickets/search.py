@@ -1,4 +1,4 @@
-"""ft.search: the paper's whole procedure (ARCHITECTURE §1), automated and resumable.
+"""ft.search: the paper's whole procedure (docs/method.md), automated and resumable.
 
 Per seed: fine-tune the full model → score importance on the training set → cut a ticket per level ×
 kind → rewind each into a physically compact model at pre-trained values (task head re-initialized with

@@ -1,4 +1,4 @@
-"""ft.select: cut a ticket at a sparsity level from importance scores (ARCHITECTURE §1).
+"""ft.select: cut a ticket at a sparsity level from importance scores (docs/method.md §3).
 
 n_h = round(s·L·H) heads and n_f = round(s·L) FFNs are pruned (round half up). Heads are ranked globally
 after each layer's scores are divided by their ℓ2 norm (normalize=True) and pruned in rank order while

@@ -5,7 +5,7 @@ it; a task's own layer is dropout + linear (TaskLayer). The encoder is physicall
 tickets (ft.rewind with the union ticket): a structure in no task's ticket is pruned outright. A batch of
 task i runs only the subnetwork M(θ, ω_i): its Q/K/V/W_O projections go through head tables
 (fastticket.ops.head_projection: only task i's heads' weight slices are read, and weight gradients are
-written only there) and the FFNs ω_i prunes are skipped (the layer output is LayerNorm(x), as ARCHITECTURE
+written only there) and the FFNs ω_i prunes are skipped (the layer output is LayerNorm(x), as docs/method.md
 §1 defines a pruned FFN). compat="mtdnn" computes the whole union with the ticket as 0/1 masks instead.
 
 The pooler lives in the encoder's own head (`encoder.head.pool`), so the exported encoder carries it; that

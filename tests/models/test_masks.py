@@ -1,4 +1,4 @@
-"""Head and FFN mask semantics (ARCHITECTURE §1), checked against Hugging Face models edited or hooked by hand.
+"""Head and FFN mask semantics (docs/method.md §1), checked against Hugging Face models edited or hooked by hand.
 
 ξ[l, h] scales head h's context before W_O: the same as scaling W_O's input columns of head h.
 ν[l] scales the FFN output (after its dropout) before the residual add: ν = 0 is the same as zeroing the
