@@ -149,25 +149,32 @@ def search(
         return search_on_workers(workers, model, task, _worker_options(arguments))
     if job.distributed and out_dir is None:
         raise ValueError(f"a search on {job.world_size} workers needs out_dir (--out): the run directory they share")
-    device, progress = job.device(device), progress and job.is_main  # cuda:(local_rank mod GPUs); one progress bar
-    pretrained, task = _load_checked(model, task, train_config.max_length, data_dir, backend)
+    # device: cuda:(local_rank mod GPUs) for a job's worker
+    return _run_here(job, model, task, train_config, levels, kinds, seeds, job.device(device), arguments)
+
+
+def _run_here(job, model, task, train_config, levels, kinds, seeds, device, a: dict) -> SearchResult:
+    """search() in this process, alone or as one worker of a job, once the arguments are checked (levels,
+    kinds, seeds normalized; device this worker's); `a`: search()'s other arguments as given."""
+    out_dir, ffn_levels, backend = a["out_dir"], a["ffn_levels"], a["backend"]
+    pretrained, task = _load_checked(model, task, train_config.max_length, a["data_dir"], backend)
     if getattr(task, "max_length", None):  # a Task given tokenized: its length is the run's
         train_config = train_config.replace(max_length=task.max_length)
-    check_granularity(granularity, neuron_multiple, intermediate_size=pretrained.config.intermediate_size)
-    selection = {} if granularity == "ffn" else {"granularity": granularity, "neuron_multiple": int(neuron_multiple)}
-    ffn = _check_levels_on(pretrained, levels, ffn_levels, selection)
+    selection, ffn = _checked_on_model(pretrained, levels, ffn_levels, a["granularity"], a["neuron_multiple"])
     check_backend_runs(pretrained, device, backend)
 
-    data = SearchData.of(task, train_config, selection_fraction, importance_examples)
+    data = SearchData.of(task, train_config, a["selection_fraction"], a["importance_examples"])
     plan = {"levels": list(levels), "ffn_levels": None if ffn == levels else list(ffn), "kinds": list(kinds),
-            "seeds": list(seeds), "estimator": estimator, "selection_fraction": selection_fraction}
-    run_config = _run_config(pretrained, task, data_dir, data, train_config, plan, selection)
+            "seeds": list(seeds), "estimator": a["estimator"], "selection_fraction": a["selection_fraction"]}
+    run_config = _run_config(pretrained, task, a["data_dir"], data, train_config, plan, selection)
     store = ResultStore(out_dir) if out_dir is not None else None
     if store is not None:
-        start_store(job, store, run_config, resume)
+        start_store(job, store, run_config, a["resume"])
     if train_config.dropout is None:  # the task's task-layer dropout (0.3 MNLI, 0.05 CoLA, 0.1 otherwise)
         train_config = train_config.replace(dropout=task.dropout)
-    runner = Runner(pretrained, task, data, train_config, estimator, backend, device, progress, store, selection, job)
+    progress = a["progress"] and job.is_main  # one progress bar per job
+    runner = Runner(pretrained, task, data, train_config, a["estimator"], backend, device, progress, store, selection,
+                    job)
     rows, chosen = runner.run(plan_trials(levels, kinds, seeds, ffn))
     result = SearchResult(rows, run_config, out_dir=out_dir, tickets=runner.tickets)
     if chosen is not None:
@@ -175,6 +182,14 @@ def search(
     if store is not None and job.is_main:  # worker 0 draws, once, at the end
         result.plot()
     return result
+
+
+def _checked_on_model(pretrained, levels, ffn_levels, granularity, neuron_multiple):
+    """The checks that need the model (neuron widths, levels that prune something): (selection options,
+    FFN level per level)."""
+    check_granularity(granularity, neuron_multiple, intermediate_size=pretrained.config.intermediate_size)
+    selection = {} if granularity == "ffn" else {"granularity": granularity, "neuron_multiple": int(neuron_multiple)}
+    return selection, _check_levels_on(pretrained, levels, ffn_levels, selection)
 
 
 def _run_config(pretrained, task, data_dir, data, train_config, plan: dict, selection: dict) -> dict:
