@@ -73,7 +73,7 @@ def run(args) -> int:
 def check_args(args) -> None:
     """One ValueError for the first bad option, before any loading or fine-tuning: levels, counts, the one
     model source, the device, the backend and --out (a new or empty directory, never the user's files)."""
-    from ..ops import BACKENDS
+    from ..ops import check_backend_name
     from ..rundir import check_target
     from ..tickets.select import check_ffn_level, check_level
     from ..utils import resolve_device
@@ -85,8 +85,7 @@ def check_args(args) -> None:
     if sum(x is not None for x in (args.run_dir, args.checkpoint, args.model)) > 1:
         raise ValueError("give one of --from RUN, --checkpoint DIR and --model DIR (the model to fine-tune first)")
     resolve_device(args.device)
-    if args.backend != "auto" and args.backend not in BACKENDS:
-        raise ValueError(f"--backend {args.backend!r} is unknown; allowed: 'auto' or one of {BACKENDS}")
+    check_backend_name(args.backend, "--backend")
     for flag, path in (("--checkpoint", args.checkpoint), ("--model", args.model)):
         if path is not None and os.path.isdir(os.path.expanduser(path)):
             check_checkpoint_dir(flag, os.path.expanduser(path))

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import BACKENDS
+from ..ops import check_backend_name
 from .blocks import Attention, EncoderLayer, FeedForward, activation
 from .config import EncoderConfig
 from .heads import ClassificationHead
@@ -44,8 +44,7 @@ class TicketModel(nn.Module):
 
     def __init__(self, config: EncoderConfig, backend: str = "auto"):
         super().__init__()
-        if backend != "auto" and backend not in BACKENDS:
-            raise ValueError(f"backend {backend!r} is unknown; allowed: 'auto' or one of {BACKENDS}")
+        check_backend_name(backend)
         self.config = config
         self.backend = backend
         self.name_or_path: str | None = None  # where the weights (and tokenizer) came from

@@ -35,7 +35,7 @@ import torch
 from .blocks import HEAD_COLUMN_LINEARS, HEAD_ROW_LINEARS, NEURON_COLUMN_LINEARS, NEURON_ROW_LINEARS
 from .config import MODEL_TYPES, EncoderConfig
 from .convert import hf_tensors
-from ..ops import BACKENDS
+from ..ops import check_backend_name
 from ..rundir import replace_dir
 from .encoder import TicketModel
 
@@ -86,8 +86,7 @@ def load_pruned(path, *, backend: str = "auto") -> TicketModel:
     """A TicketModel (eval mode) from an ft.export directory: a compact export comes back compact, with the
     kept heads/FFNs it records; an "hf" export is read by ft.load_model."""
     path = os.fspath(path)
-    if backend != "auto" and backend not in BACKENDS:  # here: inside the reader it would blame the export
-        raise ValueError(f"backend {backend!r} is unknown; allowed: 'auto' or one of {BACKENDS}")
+    check_backend_name(backend)  # here: inside the reader it would blame the export
     if not os.path.isdir(path):
         raise ValueError(f"export {path!r} is not a directory")
     if os.path.isfile(os.path.join(path, CONFIG_FILE)):

@@ -19,6 +19,14 @@ BACKENDS = ("triton", "cuda", "cpp", "torch")
 AUTO_ORDER = BACKENDS  # fastest first; torch always supports everything
 
 
+def check_backend_name(backend: str, option: str = "backend") -> str:
+    """`backend` if it names one ("auto" or a backend of BACKENDS), else one ValueError naming `option` (the
+    argument, or the CLI flag) and what is allowed."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"{option} {backend!r} is unknown; allowed: 'auto' or one of {BACKENDS}")
+    return backend
+
+
 @dataclass(frozen=True)
 class _Impl:
     fn: Callable

@@ -29,7 +29,7 @@ from ..rundir import check_target, code_version, fingerprint_dataset, model_iden
 from ..utils import resolve_device
 from ..defaults import display_name
 from ..models import TicketModel, load_model
-from ..ops.dispatch import BACKENDS
+from ..ops.dispatch import check_backend_name
 from ..train import TrainConfig, as_config
 from .importance import ESTIMATORS, Importance
 from .kept_models import SUPER_MODEL_DIR
@@ -255,8 +255,7 @@ def _check(levels, kinds, seeds, estimator, selection_fraction, importance_examp
         raise ValueError(f"selection_fraction={selection_fraction}; allowed: (0, 1)")
     if importance_examples is not None and importance_examples < 1:
         raise ValueError(f"importance_examples={importance_examples}; allowed: None (all) or a positive count")
-    if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"backend {backend!r} is unknown; allowed: 'auto' or one of {BACKENDS}")
+    check_backend_name(backend)
     return levels, kinds, seeds
 
 
