@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
 
 def fractions_arg(option: str, example: str = "0.1,0.2,0.3"):
     """An argparse type for comma-separated fractions whose error names `option`."""
@@ -62,10 +63,10 @@ def read_run(run_dir: str):
         if missing or bad or row["kind"] not in ("full", "winning", "random", "losing"):
             what = f"lacks {missing}" if missing else f"has non-numeric {bad}" if bad else f"has kind {row['kind']!r}"
             raise ValueError(f"results file {results_file} is corrupt: row {i} {what}")
-    ids = [row["id"] for row in rows if isinstance(row.get("id"), str)]
-    twice = sorted({i for i in ids if ids.count(i) > 1})
+    counts = Counter(row["id"] for row in rows if isinstance(row.get("id"), str))
+    twice = sorted(i for i, n in counts.items() if n > 1)
     if twice:  # one trial counted twice would skew every mean and the super-ticket choice
-        raise ValueError(f"results file {results_file} is corrupt: trial {twice[0]!r} has {ids.count(twice[0])} rows")
+        raise ValueError(f"results file {results_file} is corrupt: trial {twice[0]!r} has {counts[twice[0]]} rows")
     return config, rows
 
 
@@ -121,8 +122,6 @@ def seeded_subsets(task, args):
     if args.max_eval_examples:
         task.dev = seeded_subset(task.dev, args.max_eval_examples, seed=args.seed)
     return task
-
-
 
 
 LAUNCHED_VARIABLE = "FASTTICKET_LAUNCHED"  # set by --nproc's launcher: it reports the workers' errors

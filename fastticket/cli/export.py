@@ -7,8 +7,6 @@ import os
 from ..models.exporting import FORMATS
 from .common import read_run
 
-TRIALS_DIR = "trials"  # the search's per-trial files and kept models (tickets/store.py)
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="write RUN_DIR's super-ticket model as a compact, Hugging Face (full or hf-compact) or ONNX export")
@@ -46,6 +44,7 @@ def check_not_in_run(out: str, run_dir: str) -> None:
     """Refuses an --out at or under what the search keeps and replaces itself: super_ticket_model/ and the
     trials' kept models (exports too, so check_replaceable alone would let this export replace them)."""
     from ..tickets.search import SUPER_MODEL_DIR
+    from ..tickets.store import TRIALS_DIR
 
     real = os.path.realpath(out)
     for kept in (SUPER_MODEL_DIR, TRIALS_DIR):

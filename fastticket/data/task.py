@@ -172,6 +172,7 @@ def _read_raw(name, data_dir, text_columns, label_column, label_names, regressio
     raw = glue.read_glue(name, data_dir)
     return raw, spec.label_names, spec.num_labels, spec.metric, spec.metrics, spec.dropout
 
+
 def resolve_tokenizer(tokenizer):
     if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer

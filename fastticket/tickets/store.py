@@ -28,6 +28,8 @@ from ..rundir import RunLock, claim, clean_leftovers, config_differences
 from ..utils import TMP_PREFIX, atomic_write_text, tmp_tag
 from .ticket import Ticket
 
+TRIALS_DIR = "trials"  # out_dir/trials/: one file per finished trial, and the kept models
+
 COMMAND = "search"
 WORKER_SUFFIX = ".worker"
 INFORMATIONAL_KEYS = ("model_name",)  # for tables and plots only: the model's identity is config["model"]
@@ -40,7 +42,7 @@ def dumps(obj) -> str:
 class ResultStore:
     def __init__(self, out_dir: str):
         self.out_dir = os.fspath(out_dir)
-        self.trials_dir = os.path.join(self.out_dir, "trials")
+        self.trials_dir = os.path.join(self.out_dir, TRIALS_DIR)
         self.lock: RunLock | None = None
 
     def path(self, *parts: str) -> str:
