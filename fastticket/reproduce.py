@@ -158,7 +158,12 @@ def reproduce_glue(plan: GluePlan, out_dir: str, resume: bool = False, progress:
     if job is None:  # this process launches the workers
         run_on_workers(workers, reproduce_worker, plan, out_dir, progress, paper)
         return table1(out_dir, plan.tasks, paper)
-    job.barrier("plan")  # the others start once worker 0 has checked or written the plan
+    return _run_tasks(job, plan, out_dir, progress, paper)
+
+
+def _run_tasks(job, plan: GluePlan, out_dir: str, progress: bool, paper: str) -> dict:
+    """Every task's search on `job`'s workers (each shares the trials), worker 0 rewriting Table 1 after each."""
+    job.barrier("plan")  # the others start once worker 0 has checked the inputs and recorded the plan
     for task in plan.tasks:
         run_task(plan, task, out_dir, progress and job.is_main)
         if job.is_main:
@@ -217,8 +222,9 @@ def run_on_workers(nproc: int, fn, *args):
 
 @records_failures
 def reproduce_worker(plan: GluePlan, out_dir: str, progress: bool, paper: str) -> None:
-    """One worker of reproduce_glue(workers=N) (module-level: spawned workers import it)."""
-    reproduce_glue(plan, out_dir, resume=True, progress=progress, paper=paper)
+    """One worker of reproduce_glue(workers=N) (module-level: spawned workers import it); the launcher has
+    checked the inputs and recorded the plan."""
+    _run_tasks(_job(None), plan, out_dir, progress, paper)
 
 
 def task_scores(task: str, row: dict) -> list[float]:
